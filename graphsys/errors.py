@@ -1,0 +1,31 @@
+"""Exceptions raised by graphsys.
+
+Every error names the file or argument at fault and what to do about it, so a user
+never has to read a traceback to learn how to recover.
+"""
+
+from __future__ import annotations
+
+
+class GraphsysError(Exception):
+    """Base class of all graphsys errors."""
+
+
+class DatasetError(GraphsysError):
+    """A dataset on disk is missing, damaged, or disagrees with its manifest."""
+
+
+class DatasetExistsError(DatasetError, FileExistsError):
+    """The output path of a write already exists."""
+
+
+class ChecksumError(DatasetError):
+    """An array's bytes do not match the checksum recorded in the manifest."""
+
+
+class InputFormatError(GraphsysError, ValueError):
+    """Raw input (an edge list, a Planetoid or OGB file) is malformed."""
+
+
+class UnsafePickleError(InputFormatError):
+    """A pickle asked for a type outside the allow-list of the restricted unpickler."""
