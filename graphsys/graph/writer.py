@@ -59,7 +59,7 @@ class RawArraySink:
             )
         if self.rows_written + rows.shape[0] > self.shape[0]:
             raise ValueError(f"{self.relpath}: more than {self.shape[0]} rows appended")
-        view = memoryview(rows).cast("B")
+        view = memoryview(rows.reshape(-1)).cast("B")
         try:
             self._handle.write(view)
         except OSError as exc:
@@ -113,7 +113,8 @@ class ZarrArraySink:
         self._pending_rows = 0
 
     def append(self, rows: np.ndarray) -> None:
-        rows = np.asarray(rows, dtype=self.dtype)
+        # Copy: callers may reuse one buffer for every chunk while rows wait here.
+        rows = np.array(rows, dtype=self.dtype, copy=True)
         if rows.shape[1:] != self.shape[1:]:
             raise ValueError(
                 f"{self.relpath}: rows of shape {rows.shape[1:]} do not match {self.shape[1:]}"

@@ -1,0 +1,192 @@
+"""The ``graphsys`` command line: prepare, inspect and verify datasets.
+
+Each subcommand parses its arguments and calls one library function; the logic
+lives in the packages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from graphsys._sizes import format_size
+from graphsys.errors import GraphsysError
+
+
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, type=Path, help="dataset directory to create")
+    parser.add_argument(
+        "--storage", choices=("raw", "zarr"), default="raw",
+        help="feature layout: raw row-major file (mmap, direct I/O) or zarr chunks with LZ4",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="graphsys",
+        description="Train GNNs on graphs larger than GPU or host memory.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    prepare = commands.add_parser("prepare", help="create a dataset directory")
+    sources = prepare.add_subparsers(dest="source", required=True)
+
+    synthetic = sources.add_parser("synthetic", help="generate a power-law graph with "
+                                   "planted, learnable communities")
+    synthetic.add_argument("--nodes", type=int, default=100_000)
+    synthetic.add_argument("--edges", type=int, default=2_000_000)
+    synthetic.add_argument("--dim", type=int, default=128, help="feature width")
+    synthetic.add_argument("--classes", type=int, default=16)
+    synthetic.add_argument("--exponent", type=float, default=None,
+                           help="power-law exponent of in-degrees")
+    synthetic.add_argument("--homophily", type=float, default=None,
+                           help="fraction of in-edges from the same community")
+    synthetic.add_argument("--noise", type=float, default=None,
+                           help="feature noise relative to the class signal")
+    synthetic.add_argument("--dtype", choices=("float32", "float16"), default="float32")
+    synthetic.add_argument("--seed", type=int, default=0)
+    synthetic.add_argument("--name", default=None)
+    _add_output_options(synthetic)
+
+    planetoid = sources.add_parser("planetoid", help="read Planetoid ind.<name>.* files")
+    planetoid.add_argument("--raw", required=True, type=Path,
+                           help="directory holding ind.<name>.{x,y,tx,ty,allx,ally,graph,...}")
+    planetoid.add_argument("--name", default="cora", help="cora, citeseer, pubmed, ...")
+    _add_output_options(planetoid)
+
+    ogb = sources.add_parser("ogb", help="read an OGB node-property raw layout")
+    ogb.add_argument("--raw", required=True, type=Path,
+                     help="dataset root holding raw/ and split/<scheme>/")
+    ogb.add_argument("--name", default=None)
+    ogb.add_argument("--split", default=None, help="split scheme directory under split/")
+    ogb.add_argument("--undirected", action="store_true",
+                     help="add the reverse of every edge (as for ogbn-arxiv training)")
+    _add_output_options(ogb)
+
+    info = commands.add_parser("info", help="describe a dataset, or this installation")
+    info.add_argument("path", nargs="?", type=Path, help="dataset directory (omit for the "
+                      "installation: versions and optional packages)")
+    info.add_argument("--json", action="store_true", help="print the manifest as JSON")
+
+    verify = commands.add_parser("verify", help="recompute a dataset's checksums")
+    verify.add_argument("path", type=Path)
+    verify.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    progress = not args.no_progress
+    if args.source == "synthetic":
+        from graphsys.datasets.synthetic import SyntheticConfig, generate_synthetic
+
+        overrides = {
+            key: value
+            for key, value in (("degree_exponent", args.exponent), ("homophily", args.homophily),
+                               ("feature_noise", args.noise))
+            if value is not None
+        }
+        config = SyntheticConfig(
+            num_nodes=args.nodes, num_edges=args.edges, feat_dim=args.dim,
+            num_classes=args.classes, dtype=args.dtype, seed=args.seed, **overrides,
+        )
+        manifest = generate_synthetic(
+            args.out, config, name=args.name, feature_storage=args.storage,
+            overwrite=args.overwrite, progress=progress,
+        )
+    elif args.source == "planetoid":
+        from graphsys.datasets.planetoid import prepare_planetoid
+
+        manifest = prepare_planetoid(args.raw, args.out, args.name,
+                                     feature_storage=args.storage, overwrite=args.overwrite)
+    else:
+        from graphsys.datasets.ogb import prepare_ogb
+
+        manifest = prepare_ogb(
+            args.raw, args.out, name=args.name, split=args.split, undirected=args.undirected,
+            feature_storage=args.storage, overwrite=args.overwrite, progress=progress,
+        )
+    elapsed = time.perf_counter() - started
+    print(f"wrote {args.out} in {elapsed:.1f}s")
+    _print_manifest(args.out, manifest)
+    return 0
+
+
+def _print_manifest(path: Path, manifest: object) -> None:
+    from graphsys.graph.checksum import size_on_disk
+    from graphsys.graph.manifest import Manifest
+
+    assert isinstance(manifest, Manifest)
+    on_disk = sum(size_on_disk(path / entry.path) for entry in manifest.arrays.values())
+    rows = [
+        ("name", manifest.name),
+        ("nodes", f"{manifest.num_nodes:,}"),
+        ("edges", f"{manifest.num_edges:,}"),
+        ("features", f"{manifest.feature_shape} {manifest.feature_dtype} "
+                     f"({manifest.feature_storage})"),
+        ("classes", str(manifest.num_classes)),
+        ("splits", ", ".join(f"{k} {v:,}" for k, v in manifest.splits.items())),
+        ("on disk", format_size(on_disk)),
+    ]
+    width = max(len(key) for key, _ in rows)
+    for key, value in rows:
+        print(f"  {key:<{width}}  {value}")
+
+
+def _info(args: argparse.Namespace) -> int:
+    if args.path is None:
+        import graphsys
+        from graphsys._compat import probe_all
+
+        print(f"graphsys {graphsys.__version__}")
+        for probe in probe_all():
+            mark = "yes" if probe.available else "no "
+            print(f"  {probe.name:<16} {mark}  {probe.detail}")
+        return 0
+    from graphsys.graph.dataset import load_dataset
+
+    dataset = load_dataset(args.path)
+    if args.json:
+        print(dataset.manifest.dumps(), end="")
+    else:
+        print(args.path)
+        _print_manifest(args.path, dataset.manifest)
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from graphsys.graph.verify import verify_dataset
+
+    report = verify_dataset(args.path, progress=not args.no_progress)
+    if report.ok:
+        print(f"{args.path}: OK ({len(report.checked)} arrays, checksums and contents)")
+        return 0
+    print(f"{args.path}: FAILED", file=sys.stderr)
+    for problem in report.problems:
+        print(f"  {problem}", file=sys.stderr)
+    print("The dataset is damaged; re-create it with graphsys prepare.", file=sys.stderr)
+    return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``graphsys`` command."""
+    args = _parser().parse_args(argv)
+    handlers = {"prepare": _prepare, "info": _info, "verify": _verify}
+    try:
+        return handlers[args.command](args)
+    except GraphsysError as exc:
+        print(f"graphsys {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"graphsys {args.command}: interrupted; nothing partial was kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

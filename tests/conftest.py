@@ -1,0 +1,58 @@
+"""Shared fixtures: tiny generated datasets and the path to the shared Cora files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from graphsys import CSCGraph, DatasetWriter
+
+PLANETOID_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "planetoid"
+
+
+@pytest.fixture
+def planetoid_dir() -> Path:
+    if not (PLANETOID_DIR / "ind.cora.x").is_file():
+        pytest.skip(f"Cora files not found at {PLANETOID_DIR}")
+    return PLANETOID_DIR
+
+
+def random_arrays(num_nodes: int = 50, num_edges: int = 300, dim: int = 7, seed: int = 0):
+    """A random graph with features, labels and a split, as plain numpy arrays."""
+    rng = np.random.default_rng(seed)
+    src = rng.integers(0, num_nodes, num_edges)
+    dst = rng.integers(0, num_nodes, num_edges)
+    graph = CSCGraph.from_edges(src, dst, num_nodes)
+    perm = rng.permutation(num_nodes)
+    return {
+        "graph": graph,
+        "features": rng.standard_normal((num_nodes, dim)).astype(np.float32),
+        "labels": rng.integers(0, 3, num_nodes).astype(np.int64),
+        "train_idx": np.sort(perm[:20]),
+        "val_idx": np.sort(perm[20:30]),
+        "test_idx": np.sort(perm[30:]),
+    }
+
+
+def write_arrays(path: Path, arrays: dict, *, storage: str = "raw", chunk_rows=None) -> None:
+    with DatasetWriter(path, name="toy") as writer:
+        writer.write_graph(arrays["graph"])
+        writer.write_array("features", arrays["features"], storage=storage,
+                           chunk_rows=chunk_rows)
+        for key in ("labels", "train_idx", "val_idx", "test_idx"):
+            writer.write_array(key, arrays[key])
+        writer.finish(num_classes=3)
+
+
+@pytest.fixture
+def toy_arrays() -> dict:
+    return random_arrays()
+
+
+@pytest.fixture
+def toy_dataset(tmp_path: Path, toy_arrays: dict) -> Path:
+    path = tmp_path / "toy"
+    write_arrays(path, toy_arrays)
+    return path

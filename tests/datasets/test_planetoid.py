@@ -1,0 +1,138 @@
+"""The Planetoid reader against the Cora files and a plain-pickle reference."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from graphsys import InputFormatError, UnsafePickleError, load_dataset, verify_dataset
+from graphsys.datasets.planetoid import prepare_planetoid, read_planetoid
+from graphsys.datasets.safe_pickle import safe_load
+
+
+def trusted_load(path):
+    """The unrestricted loader, acceptable only in a test on the known Cora files."""
+    with open(path, "rb") as handle:
+        return pickle.load(handle, encoding="latin1")
+
+
+def test_cora_counts(planetoid_dir):
+    data = read_planetoid(planetoid_dir, "cora")
+    assert data.graph.num_nodes() == 2708
+    assert data.graph.num_edges() == 10556  # 5278 undirected pairs, both directions
+    assert data.features.shape == (2708, 1433) and data.num_classes == 7
+    assert (len(data.train_idx), len(data.val_idx), len(data.test_idx)) == (140, 500, 1000)
+    data.graph.validate()
+    src, dst = (t.numpy() for t in data.graph.edges())
+    assert not np.any(src == dst)
+    pairs = set(zip(src.tolist(), dst.tolist(), strict=True))
+    assert len(pairs) == 10556 and all((d, s) in pairs for s, d in pairs)
+    assert np.bincount(data.labels).tolist() == [351, 217, 418, 818, 426, 298, 180]
+
+
+def test_cora_matches_plain_pickle_reference(planetoid_dir):
+    data = read_planetoid(planetoid_dir, "cora")
+    raw = {k: trusted_load(planetoid_dir / f"ind.cora.{k}")
+           for k in ("x", "y", "allx", "ally", "tx", "ty", "graph")}
+    test_index = np.loadtxt(planetoid_dir / "ind.cora.test.index", dtype=np.int64)
+    features = sp.vstack([raw["allx"], raw["tx"]]).toarray()
+    labels = np.vstack([raw["ally"], raw["ty"]]).argmax(1)
+    order = np.sort(test_index)
+    features[test_index] = features[order].copy()
+    labels[test_index] = labels[order].copy()
+    np.testing.assert_array_equal(data.features, features.astype(np.float32))
+    np.testing.assert_array_equal(data.labels, labels)
+    np.testing.assert_array_equal(data.test_idx, order)
+    dense = np.zeros((2708, 2708), dtype=bool)
+    for node, neighbours in raw["graph"].items():
+        for other in neighbours:
+            if node != other:
+                dense[node, other] = dense[other, node] = True
+    got = np.zeros_like(dense)
+    src, dst = (t.numpy() for t in data.graph.edges())
+    got[src, dst] = True
+    np.testing.assert_array_equal(got, dense)
+
+
+@pytest.mark.parametrize("storage", ["raw", "zarr"])
+def test_cora_round_trip(planetoid_dir, tmp_path, storage):
+    data = read_planetoid(planetoid_dir, "cora")
+    prepare_planetoid(planetoid_dir, tmp_path / "cora", "cora", feature_storage=storage)
+    ds = load_dataset(tmp_path / "cora")
+    features = ds.features if storage == "raw" else ds.features.to_tensor()
+    np.testing.assert_array_equal(features.numpy(), data.features)
+    np.testing.assert_array_equal(ds.labels.numpy(), data.labels)
+    np.testing.assert_array_equal(ds.graph.indices.numpy(), data.graph.indices.numpy())
+    assert ds.manifest.splits == {"train": 140, "val": 500, "test": 1000}
+    assert verify_dataset(tmp_path / "cora", progress=False).ok
+
+
+class Exploit:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_restricted_unpickler_refuses_crafted_pickle(tmp_path):
+    path = tmp_path / "ind.evil.x"
+    path.write_bytes(pickle.dumps(Exploit(), protocol=2))
+    with pytest.raises(UnsafePickleError, match=r"ind\.evil\.x asks to load posix\.system"):
+        safe_load(path)
+
+
+def test_restricted_unpickler_refuses_nested_type(tmp_path):
+    path = tmp_path / "nested"
+    path.write_bytes(pickle.dumps({"a": [1, 2, Exploit()]}, protocol=4))
+    with pytest.raises(UnsafePickleError, match="not a type a dataset file needs"):
+        safe_load(path)
+
+
+def test_restricted_unpickler_reads_allowed_types(tmp_path):
+    obj = {"m": sp.csr_matrix(np.eye(3, dtype=np.float32)), "a": np.arange(4), "l": [1, 2]}
+    path = tmp_path / "ok"
+    path.write_bytes(pickle.dumps(obj, protocol=2))
+    back = safe_load(path)
+    assert (back["m"] != obj["m"]).nnz == 0 and back["l"] == [1, 2]
+    np.testing.assert_array_equal(back["a"], obj["a"])
+
+
+def test_crafted_file_in_dataset_directory_refused(planetoid_dir, tmp_path):
+    raw = tmp_path / "raw"
+    shutil.copytree(planetoid_dir, raw)
+    (raw / "ind.cora.graph").write_bytes(pickle.dumps(Exploit(), protocol=2))
+    with pytest.raises(UnsafePickleError, match=r"ind\.cora\.graph"):
+        prepare_planetoid(raw, tmp_path / "out", "cora")
+    assert not (tmp_path / "out").exists()
+
+
+def test_truncated_pickle(planetoid_dir, tmp_path):
+    raw = tmp_path / "raw"
+    shutil.copytree(planetoid_dir, raw)
+    path = raw / "ind.cora.allx"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(InputFormatError, match=r"ind\.cora\.allx is not a readable pickle"):
+        read_planetoid(raw, "cora")
+
+
+def test_missing_files(tmp_path):
+    with pytest.raises(InputFormatError, match=r"ind\.citeseer\.x.*--raw must be"):
+        read_planetoid(tmp_path, "citeseer")
+
+
+def test_citeseer_style_gaps(planetoid_dir, tmp_path):
+    """Test ids with a hole in their range (CiteSeer's isolated nodes) get no label."""
+    raw = tmp_path / "raw"
+    shutil.copytree(planetoid_dir, raw)
+    ids = np.loadtxt(raw / "ind.cora.test.index", dtype=np.int64)
+    ids[ids == ids.max()] = ids.max() + 5  # leaves ids max..max+4 out of the files
+    np.savetxt(raw / "ind.cora.test.index", ids, fmt="%d")
+    data = read_planetoid(raw, "cora")
+    assert data.graph.num_nodes() == 2708 + 5
+    gap = np.setdiff1d(np.arange(1708, 2713), ids)
+    assert len(gap) == 5 and np.all(data.labels[gap] == -1)
+    assert not data.features[gap].any()
