@@ -7,7 +7,6 @@ lives in the packages.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Sequence

@@ -129,7 +129,8 @@ class CSCGraph:
         dst_np = np.asarray(dst.cpu().numpy() if isinstance(dst, torch.Tensor) else dst)
         if src_np.shape != dst_np.shape or src_np.ndim != 1:
             raise InputFormatError(
-                f"src and dst must be 1-D and of equal length, got {src_np.shape} and {dst_np.shape}"
+                "src and dst must be 1-D and of equal length, "
+                f"got {src_np.shape} and {dst_np.shape}"
             )
         if src_np.size and not (
             np.issubdtype(src_np.dtype, np.integer) and np.issubdtype(dst_np.dtype, np.integer)

@@ -37,7 +37,9 @@ class ZarrFeatures:
     def __len__(self) -> int:
         return self.shape[0]
 
-    def __getitem__(self, index: slice | torch.Tensor | np.ndarray | list[int] | int) -> torch.Tensor:
+    def __getitem__(
+        self, index: slice | torch.Tensor | np.ndarray | list[int] | int
+    ) -> torch.Tensor:
         if isinstance(index, slice):
             return torch.from_numpy(np.ascontiguousarray(self._array[index]))
         if isinstance(index, int):
@@ -45,8 +47,7 @@ class ZarrFeatures:
         ids = index.cpu().numpy() if isinstance(index, torch.Tensor) else np.asarray(index)
         ids = ids.astype(np.int64, copy=False)
         if ids.size == 0:
-            return torch.empty((0, *self.shape[1:]), dtype=torch.from_numpy(
-                np.empty(0, self.dtype)).dtype)
+            return torch.from_numpy(np.empty((0, *self.shape[1:]), dtype=self.dtype))
         if ids.min() < 0 or ids.max() >= self.shape[0]:
             raise IndexError(f"feature row ids must be in [0, {self.shape[0]})")
         rows = self._array.get_orthogonal_selection((ids, slice(None)))

@@ -61,7 +61,8 @@ def test_edges_and_edge_index_round_trip():
     again = CSCGraph.from_edges(s, d, 20)
     assert torch.equal(again.indptr, graph.indptr) and torch.equal(again.indices, graph.indices)
     assert torch.equal(graph.edge_index, torch.stack([s, d]))
-    assert sorted(zip(s.tolist(), d.tolist())) == sorted(zip(src.tolist(), dst.tolist()))
+    got = sorted(zip(s.tolist(), d.tolist(), strict=True))
+    assert got == sorted(zip(src.tolist(), dst.tolist(), strict=True))
 
 
 def test_reverse_transposes():
