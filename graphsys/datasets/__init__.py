@@ -5,5 +5,8 @@ atomically (see :class:`graphsys.DatasetWriter`).
 """
 
 from graphsys.datasets.ogb import prepare_ogb
+from graphsys.datasets.planetoid import prepare_planetoid, read_planetoid
+from graphsys.datasets.synthetic import SyntheticConfig, generate_synthetic
 
-__all__ = ["prepare_ogb"]
+__all__ = ["SyntheticConfig", "generate_synthetic", "prepare_ogb", "prepare_planetoid",
+           "read_planetoid"]

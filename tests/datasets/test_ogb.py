@@ -40,7 +40,8 @@ def make_ogb(root: Path, *, num_nodes: int = 50, num_edges: int = 200, dim: int 
     labels[::7] = -1
     labels[40:43] = -1  # a run of unlabelled nodes: "nan", "", ""
     raw = root / "raw"
-    write_lines(raw / "edge.csv.gz", [f"{s},{d}" for s, d in zip(src, dst)], compress=compress)
+    write_lines(raw / "edge.csv.gz", [f"{s},{d}" for s, d in zip(src, dst, strict=True)],
+                compress=compress)
     # repr of the float64 of a float32 parses back to that float32 exactly.
     write_lines(raw / "node-feat.csv.gz",
                 [",".join(repr(float(v)) for v in row) for row in features], compress=compress)
