@@ -1,0 +1,170 @@
+"""Message-flow graphs (``Block``) and the ``MiniBatch`` a sampler returns.
+
+A block is a bipartite graph from ``num_src_nodes()`` source nodes to ``num_dst_nodes()``
+destination nodes, stored as local CSC arrays: the in-edges of destination ``i`` have
+local sources ``indices[indptr[i]:indptr[i+1]]``. The first ``num_dst_nodes()`` source
+nodes *are* the destination nodes (same global ids, same order), as in DGL, so a layer
+reads its destinations' own features as ``h[:block.num_dst_nodes()]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+
+#: Key under which ``srcdata``/``dstdata`` hold global node ids (DGL's ``dgl.NID``).
+NID = "_ID"
+
+
+class Block:
+    """One layer's message-flow graph with DGL-style ``srcdata``/``dstdata``.
+
+    Args:
+        indptr: int64 ``[num_dst + 1]`` offsets into ``indices``.
+        indices: int64 ``[num_edges]`` local source ids in ``[0, num_src)``.
+        src_nodes: int64 ``[num_src]`` global ids of the source nodes; the first
+            ``num_dst`` of them are the destination nodes.
+        num_dst: number of destination nodes.
+
+    Example:
+        >>> b = Block(torch.tensor([0, 2, 3]), torch.tensor([1, 2, 0]),
+        ...           torch.tensor([7, 3, 9]), num_dst=2)
+        >>> b.num_src_nodes(), b.num_dst_nodes(), b.num_edges()
+        (3, 2, 3)
+        >>> [t.tolist() for t in b.edges()]
+        [[1, 2, 0], [0, 0, 1]]
+    """
+
+    def __init__(self, indptr: torch.Tensor, indices: torch.Tensor, src_nodes: torch.Tensor,
+                 num_dst: int) -> None:
+        if indptr.numel() != num_dst + 1:
+            raise ValueError(f"indptr has {indptr.numel()} entries, expected num_dst + 1 = "
+                             f"{num_dst + 1}")
+        if num_dst > src_nodes.numel():
+            raise ValueError(f"num_dst={num_dst} exceeds the {src_nodes.numel()} source nodes")
+        self.indptr = indptr
+        self.indices = indices
+        self._num_dst = int(num_dst)
+        self.srcdata: dict[str, torch.Tensor] = {NID: src_nodes}
+        self.dstdata: dict[str, torch.Tensor] = {NID: src_nodes[:num_dst]}
+        self.edata: dict[str, torch.Tensor] = {}
+        self._dst_local: torch.Tensor | None = None
+
+    # -- sizes -------------------------------------------------------------------------
+    def num_src_nodes(self) -> int:
+        return int(self.srcdata[NID].numel())
+
+    def num_dst_nodes(self) -> int:
+        return self._num_dst
+
+    def num_edges(self) -> int:
+        return int(self.indices.numel())
+
+    @property
+    def src_nodes(self) -> torch.Tensor:
+        """Global ids of the source nodes (``srcdata['_ID']``)."""
+        return self.srcdata[NID]
+
+    @property
+    def dst_nodes(self) -> torch.Tensor:
+        """Global ids of the destination nodes (``dstdata['_ID']``)."""
+        return self.dstdata[NID]
+
+    @property
+    def device(self) -> torch.device:
+        return self.indices.device
+
+    # -- structure ---------------------------------------------------------------------
+    def in_degrees(self) -> torch.Tensor:
+        """In-degree of each destination node (int64 ``[num_dst]``)."""
+        return self.indptr[1:] - self.indptr[:-1]
+
+    def out_degrees(self) -> torch.Tensor:
+        """Out-degree of each source node within this block (int64 ``[num_src]``)."""
+        return torch.bincount(self.indices, minlength=self.num_src_nodes())
+
+    def dst_of_edges(self) -> torch.Tensor:
+        """Local destination id of every edge, in CSC order (computed once, cached)."""
+        if self._dst_local is None or self._dst_local.device != self.indices.device:
+            self._dst_local = torch.repeat_interleave(
+                torch.arange(self._num_dst, device=self.indptr.device), self.in_degrees(),
+                output_size=self.num_edges())
+        return self._dst_local
+
+    def edges(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(src, dst)`` local ids of every edge, like ``DGLBlock.edges()``."""
+        return self.indices, self.dst_of_edges()
+
+    @property
+    def edge_index(self) -> torch.Tensor:
+        """PyG-style ``[2, num_edges]`` local ``(src, dst)`` pairs."""
+        return torch.stack(self.edges())
+
+    def adj_sparse(self, fmt: str = "csc") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(indptr, indices, edge_ids)`` as DGL's ``adj_tensors('csc')`` returns them."""
+        if fmt != "csc":
+            raise ValueError(f"only 'csc' is stored; got fmt={fmt!r}")
+        return self.indptr, self.indices, torch.arange(self.num_edges(), device=self.device)
+
+    # -- movement ----------------------------------------------------------------------
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Block:
+        """A copy of this block (structure and data) on ``device``."""
+        def move(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device, non_blocking=non_blocking)
+
+        out = Block(move(self.indptr), move(self.indices), move(self.src_nodes), self._num_dst)
+        out.srcdata.update({k: move(v) for k, v in self.srcdata.items() if k != NID})
+        out.dstdata.update({k: move(v) for k, v in self.dstdata.items() if k != NID})
+        out.edata.update({k: move(v) for k, v in self.edata.items()})
+        if self._dst_local is not None:
+            out._dst_local = move(self._dst_local)
+        return out
+
+    def pin_memory(self) -> Block:
+        """Pin structure and data in page-locked host memory (CUDA only)."""
+        self.indptr, self.indices = self.indptr.pin_memory(), self.indices.pin_memory()
+        for data in (self.srcdata, self.dstdata, self.edata):
+            for k, v in data.items():
+                data[k] = v.pin_memory()
+        self.dstdata[NID] = self.srcdata[NID][: self._num_dst]
+        return self
+
+    def to_dgl(self) -> Any:
+        """This block as a ``dgl.DGLBlock`` (needs DGL), with ``dgl.NID`` and all data."""
+        from graphsys._compat import require
+
+        dgl = require("dgl", "Block.to_dgl()", "dgl")
+        src, dst = self.edges()
+        block = dgl.create_block((src, dst), num_src_nodes=self.num_src_nodes(),
+                                 num_dst_nodes=self._num_dst, device=self.device)
+        for k, v in self.srcdata.items():
+            block.srcdata[k] = v
+        for k, v in self.dstdata.items():
+            block.dstdata[k] = v
+        for k, v in self.edata.items():
+            block.edata[k] = v
+        return block
+
+    def __repr__(self) -> str:
+        return (f"Block(num_src_nodes={self.num_src_nodes()}, "
+                f"num_dst_nodes={self.num_dst_nodes()}, num_edges={self.num_edges()})")
+
+
+class MiniBatch(NamedTuple):
+    """What a sampler returns and a DataLoader yields: unpacks as DGL's 3-tuple.
+
+    ``input_nodes`` are the global ids whose features the first layer needs
+    (``blocks[0].srcdata['_ID']``); ``output_nodes`` are the seeds
+    (``blocks[-1].dstdata['_ID']``).
+    """
+
+    input_nodes: torch.Tensor
+    output_nodes: torch.Tensor
+    blocks: list[Block]
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> MiniBatch:
+        blocks = [b.to(device, non_blocking=non_blocking) for b in self.blocks]
+        return MiniBatch(blocks[0].src_nodes if blocks else self.input_nodes.to(device),
+                         blocks[-1].dst_nodes if blocks else self.output_nodes.to(device),
+                         blocks)
