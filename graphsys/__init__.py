@@ -22,8 +22,30 @@ from graphsys.graph import (
     verify_dataset,
 )
 
+# Loaded on first use: they pull in numba (about half a second), which a user who only
+# prepares or inspects datasets should not pay for.
+_LAZY = {
+    "Block": "graphsys.samplers.block",
+    "MiniBatch": "graphsys.samplers.block",
+    "NeighborSampler": "graphsys.samplers.neighbor",
+    "DataLoader": "graphsys.loader.dataloader",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'graphsys' has no attribute {name!r}")
+
+
 __all__ = [
+    "Block",
     "CSCGraph",
+    "DataLoader",
+    "MiniBatch",
+    "NeighborSampler",
     "ChecksumError",
     "Dataset",
     "DatasetError",

@@ -1,4 +1,4 @@
-"""The ``graphsys`` command line: prepare, inspect and verify datasets.
+"""The ``graphsys`` command line: prepare, inspect, verify datasets and train on them.
 
 Each subcommand parses its arguments and calls one library function; the logic
 lives in the packages.
@@ -24,6 +24,50 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _fanouts(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of integers, e.g. 10,10") from None
+    if any(v < 1 and v != -1 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: each fanout must be >= 1 or -1 (all)")
+    return values
+
+
+def _add_train_parser(commands: argparse._SubParsersAction) -> None:
+    from graphsys.train.trainer import FEATURE_NORMS, MODELS, TrainConfig
+
+    d = TrainConfig()
+    train = commands.add_parser("train", help="train a GNN mini-batch on a dataset")
+    train.add_argument("path", type=Path, help="dataset directory (graphsys prepare ...)")
+    train.add_argument("--model", choices=MODELS, default=d.model)
+    train.add_argument("--fanouts", type=_fanouts, default=d.fanouts,
+                       help="neighbours sampled per layer, input layer first; -1 = all "
+                            "(default 10,10; one per layer)")
+    train.add_argument("--layers", type=int, default=None,
+                       help="number of GNN layers (must equal the number of fanouts)")
+    train.add_argument("--hidden", type=int, default=d.hidden)
+    train.add_argument("--heads", type=int, default=d.num_heads, help="GAT attention heads")
+    train.add_argument("--batch-size", type=int, default=d.batch_size)
+    train.add_argument("--epochs", type=int, default=d.epochs)
+    train.add_argument("--lr", type=float, default=d.lr)
+    train.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    train.add_argument("--dropout", type=float, default=d.dropout)
+    train.add_argument("--feature-norm", choices=FEATURE_NORMS, default=d.feature_norm,
+                       help="row: scale feature rows to sum 1 (bag-of-words features)")
+    train.add_argument("--seed", type=int, default=d.seed)
+    train.add_argument("--eval-every", type=int, default=d.eval_every,
+                       help="evaluate on val/test every N epochs")
+    train.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
+    train.add_argument("--device", default=d.device, help="cpu, cuda or cuda:N")
+    train.add_argument("--out", type=Path, default=None,
+                       help="run directory for metrics.jsonl and checkpoint.pt")
+    train.add_argument("--resume", action="store_true",
+                       help="continue from --out/checkpoint.pt")
+    train.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -72,6 +116,8 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("path", nargs="?", type=Path, help="dataset directory (omit for the "
                       "installation: versions and optional packages)")
     info.add_argument("--json", action="store_true", help="print the manifest as JSON")
+
+    _add_train_parser(commands)
 
     verify = commands.add_parser("verify", help="recompute a dataset's checksums")
     verify.add_argument("path", type=Path)
@@ -173,10 +219,40 @@ def _verify(args: argparse.Namespace) -> int:
     return 1
 
 
+def _train(args: argparse.Namespace) -> int:
+    from graphsys.errors import TrainingConfigError
+    from graphsys.graph.dataset import load_dataset
+    from graphsys.train.trainer import TrainConfig, Trainer
+
+    if args.layers is not None and args.layers != len(args.fanouts):
+        raise TrainingConfigError(
+            f"--fanouts {','.join(map(str, args.fanouts))} has {len(args.fanouts)} entries but "
+            f"--layers is {args.layers}; pass one fanout per layer")
+    if args.resume and args.out is None:
+        raise TrainingConfigError("--resume needs --out, the directory of the earlier run")
+    config = TrainConfig(
+        model=args.model, fanouts=args.fanouts, hidden=args.hidden, num_heads=args.heads,
+        batch_size=args.batch_size, epochs=args.epochs, lr=args.lr,
+        weight_decay=args.weight_decay, dropout=args.dropout, feature_norm=args.feature_norm,
+        seed=args.seed, eval_every=args.eval_every, eval_batch_size=args.eval_batch_size,
+        device=args.device, progress=not args.no_progress)
+    dataset = load_dataset(args.path)
+    print(f"{dataset.name}: {dataset.graph.num_nodes():,} nodes, "
+          f"{dataset.graph.num_edges():,} edges; {config.model} with fanouts "
+          f"{list(config.fanouts)}, {config.epochs} epochs on {config.device}", flush=True)
+    trainer = Trainer(dataset, config, out_dir=args.out, log=lambda line: print(line, flush=True))
+    if args.resume:
+        print(f"resuming at epoch {trainer.resume()}", flush=True)
+    result = trainer.fit()
+    print(f"final test accuracy {result.test_acc:.4f} (best val {result.best_val_acc:.4f} "
+          f"at epoch {result.best_epoch})")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``graphsys`` command."""
     args = _parser().parse_args(argv)
-    handlers = {"prepare": _prepare, "info": _info, "verify": _verify}
+    handlers = {"prepare": _prepare, "info": _info, "verify": _verify, "train": _train}
     try:
         return handlers[args.command](args)
     except GraphsysError as exc:

@@ -29,3 +29,11 @@ class InputFormatError(GraphsysError, ValueError):
 
 class UnsafePickleError(InputFormatError):
     """A pickle asked for a type outside the allow-list of the restricted unpickler."""
+
+
+class CheckpointError(GraphsysError):
+    """A checkpoint is unreadable or does not match the model or dataset being trained."""
+
+
+class TrainingConfigError(GraphsysError, ValueError):
+    """Training options that cannot work together or with the dataset."""

@@ -1,0 +1,180 @@
+"""A drop-in for ``dgl.dataloading.DataLoader`` that samples ahead in a background thread."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from graphsys.graph.csc import CSCGraph
+from graphsys.samplers import _kernels
+from graphsys.samplers.block import MiniBatch
+from graphsys.samplers.neighbor import NeighborSampler, as_node_ids
+
+#: DGL DataLoader arguments that are accepted for compatibility and have no effect here:
+#: sampling is already parallel inside the compiled kernel, in one background thread.
+_IGNORED_DGL_ARGS = frozenset({"num_workers", "persistent_workers", "use_prefetch_thread",
+                               "use_alternate_streams", "pin_prefetcher", "use_uva",
+                               "worker_init_fn", "prefetch_factor"})
+
+
+def _as_csc(graph: Any) -> CSCGraph:
+    if isinstance(graph, CSCGraph):
+        return graph
+    if hasattr(graph, "graph") and isinstance(graph.graph, CSCGraph):  # a graphsys Dataset
+        return graph.graph
+    if hasattr(graph, "adj_tensors"):  # a DGLGraph
+        from graphsys.graph.interop import from_dgl
+        return from_dgl(graph)
+    if hasattr(graph, "edge_index"):  # a PyG Data
+        from graphsys.graph.interop import from_pyg
+        return from_pyg(graph)
+    raise TypeError(f"graph must be a graphsys CSCGraph or Dataset, a DGLGraph or a PyG Data, "
+                    f"got {type(graph).__name__}")
+
+
+class _Stop:
+    """Marks the end of the producer's batches (or carries its exception)."""
+
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.error = error
+
+
+class DataLoader:
+    """Iterate ``input_nodes, output_nodes, blocks`` over mini-batches of ``seeds``.
+
+    Written like DGL's::
+
+        sampler = graphsys.NeighborSampler([10, 10])
+        loader = graphsys.DataLoader(graph, train_idx, sampler, batch_size=1024,
+                                     shuffle=True, features=feats, labels=labels)
+        for input_nodes, output_nodes, blocks in loader:
+            logits = model(blocks, blocks[0].srcdata["feat"])
+            loss = F.cross_entropy(logits, blocks[-1].dstdata["label"])
+
+    Args:
+        graph: a :class:`CSCGraph` (or a graphsys Dataset, a DGLGraph, a PyG ``Data``).
+        seeds: node ids (or a boolean mask) to cover each epoch; must be distinct.
+        sampler: a :class:`NeighborSampler` (anything with ``sample(graph, seeds, key=)``).
+        batch_size, shuffle, drop_last: as in ``torch.utils.data.DataLoader``.
+        device: where yielded blocks and data live (default CPU).
+        features: rows indexable by node id (tensor, memory-mapped tensor, zarr
+            features); fills ``blocks[0].srcdata['feat']``.
+        labels: fills ``blocks[-1].dstdata['label']``.
+        prefetch: batches prepared ahead of the consumer (bounded queue), at least 1.
+        seed: random seed of the shuffle and the sampler's batch keys; by default
+            drawn from torch's generator, so ``torch.manual_seed`` makes runs repeatable.
+
+    Epoch ``e`` (counted by iterations, or set with :meth:`set_epoch`) always yields the
+    same batches for the same seed, whatever the thread count, so a resumed run
+    continues exactly where it stopped.
+    """
+
+    def __init__(self, graph: Any, seeds: Any, sampler: NeighborSampler, *,
+                 batch_size: int = 1, shuffle: bool = False, drop_last: bool = False,
+                 device: torch.device | str | None = None, features: Any = None,
+                 labels: Any = None, prefetch: int = 2, seed: int | None = None,
+                 **dgl_kwargs: Any) -> None:
+        unknown = set(dgl_kwargs) - _IGNORED_DGL_ARGS
+        if unknown:
+            raise TypeError(f"DataLoader got unexpected argument(s) {sorted(unknown)}")
+        if not hasattr(sampler, "sample"):
+            raise TypeError(f"sampler must have a sample(graph, seeds) method, e.g. "
+                            f"graphsys.NeighborSampler([10, 10]); got {type(sampler).__name__}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if not isinstance(prefetch, int) or prefetch < 1:
+            raise ValueError(f"prefetch must be an integer >= 1, got {prefetch!r}")
+        self.graph = _as_csc(graph)
+        num_nodes = self.graph.num_nodes()
+        if isinstance(seeds, torch.Tensor) and seeds.dtype == torch.bool:
+            seeds = seeds.nonzero().view(-1)
+        self.seeds = as_node_ids(seeds, num_nodes, "seeds")
+        if not _kernels.count_distinct(self.seeds):
+            raise ValueError("seeds contain duplicate node ids; pass each node once")
+        for name, data in (("features", features), ("labels", labels)):
+            if data is not None and len(data) != num_nodes:
+                raise ValueError(f"{name} has {len(data)} rows but the graph has {num_nodes} "
+                                 "nodes; pass one row per node")
+        self.sampler = sampler
+        self.batch_size = batch_size
+        self.shuffle = bool(shuffle)
+        self.drop_last = bool(drop_last)
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.features = features
+        self.labels = labels
+        self.prefetch = prefetch
+        self.seed = int(torch.randint(0, 2**31 - 1, ()).item()) if seed is None else int(seed)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        n = len(self.seeds)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next iteration yield the batches of ``epoch``."""
+        self.epoch = int(epoch)
+
+    def batch_seeds(self, epoch: int) -> list[np.ndarray]:
+        """The seed ids of each batch of ``epoch`` (shuffled per epoch if asked)."""
+        order = self.seeds
+        if self.shuffle:
+            order = order[np.random.default_rng([self.seed, epoch]).permutation(len(order))]
+        return [order[i : i + self.batch_size] for i in range(0, len(self) * self.batch_size,
+                                                              self.batch_size)]
+
+    def _make(self, epoch: int, index: int, seeds: np.ndarray) -> MiniBatch:
+        key = (epoch << 32) + index
+        batch = self.sampler.sample(self.graph, seeds, key=key)
+        if self.features is not None:
+            batch.blocks[0].srcdata["feat"] = torch.as_tensor(self.features[batch.input_nodes])
+        if self.labels is not None:
+            batch.blocks[-1].dstdata["label"] = torch.as_tensor(
+                self.labels[batch.output_nodes])
+        if self.device.type == "cuda":
+            for block in batch.blocks:
+                block.pin_memory()
+        return batch
+
+    def _produce(self, epoch: int, out: queue.Queue, stop: threading.Event) -> None:
+        def put(item: object) -> bool:
+            while not stop.is_set():
+                try:
+                    out.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        try:
+            for index, seeds in enumerate(self.batch_seeds(epoch)):
+                if not put(self._make(epoch, index, seeds)):
+                    return
+            put(_Stop())
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            put(_Stop(exc))
+
+    def __iter__(self) -> Iterator[MiniBatch]:
+        epoch = self.epoch
+        self.epoch += 1
+        out: queue.Queue = queue.Queue(maxsize=self.prefetch)
+        stop = threading.Event()
+        worker = threading.Thread(target=self._produce, args=(epoch, out, stop),
+                                  name=f"graphsys-sampler-e{epoch}", daemon=True)
+        worker.start()
+        try:
+            while True:
+                item = out.get()
+                if isinstance(item, _Stop):
+                    if item.error is not None:
+                        raise item.error
+                    return
+                yield item.to(self.device, non_blocking=True) if self.device.type != "cpu" \
+                    else item
+        finally:
+            stop.set()
+            worker.join()

@@ -1,0 +1,308 @@
+"""Mini-batch node-classification training with evaluation, metrics and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from graphsys._progress import progress_bar
+from graphsys.errors import TrainingConfigError
+from graphsys.loader.dataloader import DataLoader
+from graphsys.samplers.neighbor import NeighborSampler
+from graphsys.train.checkpoint import load_checkpoint, save_checkpoint
+from graphsys.train.inference import layerwise_inference
+
+CHECKPOINT_NAME = "checkpoint.pt"
+METRICS_NAME = "metrics.jsonl"
+MODELS = ("sage", "gcn", "gat")
+FEATURE_NORMS = ("none", "row")
+
+
+def row_normalize(x: torch.Tensor) -> torch.Tensor:
+    """Scale each row to sum to 1 (as the GCN paper does for bag-of-words features)."""
+    return x / x.sum(1, keepdim=True).clamp(min=1e-12)
+
+
+@dataclass
+class TrainConfig:
+    """Options of a training run; the CLI's ``graphsys train`` flags map one to one.
+
+    The number of GNN layers is ``len(fanouts)``.
+    """
+
+    model: str = "sage"
+    fanouts: tuple[int, ...] = (10, 10)
+    hidden: int = 128
+    batch_size: int = 1024
+    epochs: int = 20
+    lr: float = 0.005
+    weight_decay: float = 5e-4
+    dropout: float = 0.5
+    num_heads: int = 4
+    seed: int = 0
+    eval_every: int = 1
+    eval_batch_size: int = 4096
+    feature_norm: str = "none"
+    device: str = "cpu"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.fanouts = tuple(int(f) for f in self.fanouts)
+        if self.model not in MODELS:
+            raise TrainingConfigError(f"model={self.model!r} is unknown; choose one of "
+                                      f"{', '.join(MODELS)}")
+        if not self.fanouts or any(f < 1 and f != -1 for f in self.fanouts):
+            raise TrainingConfigError(f"fanouts={list(self.fanouts)} is invalid: pass one "
+                                      "positive fanout (or -1 for all) per layer, e.g. 10,10")
+        for name in ("hidden", "batch_size", "epochs", "num_heads", "eval_every",
+                     "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise TrainingConfigError(f"{name}={getattr(self, name)} must be >= 1")
+        if not 0 <= self.dropout < 1:
+            raise TrainingConfigError(f"dropout={self.dropout} must be in [0, 1)")
+        if self.feature_norm not in FEATURE_NORMS:
+            raise TrainingConfigError(f"feature_norm={self.feature_norm!r} is unknown; choose "
+                                      f"one of {', '.join(FEATURE_NORMS)}")
+        if self.lr <= 0:
+            raise TrainingConfigError(f"lr={self.lr} must be > 0")
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.fanouts)
+
+
+@dataclass
+class EpochMetrics:
+    """One line of ``metrics.jsonl``."""
+
+    epoch: int
+    loss: float
+    train_acc: float
+    val_acc: float | None
+    test_acc: float | None
+    epoch_s: float
+    eval_s: float
+    seeds_per_s: float
+    edges_per_s: float
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`Trainer.fit` returns: the test accuracy at the best validation epoch."""
+
+    best_epoch: int
+    best_val_acc: float
+    test_acc: float
+    history: list[EpochMetrics] = field(default_factory=list)
+
+
+def _labels_of(dataset: Any) -> torch.Tensor:
+    labels = getattr(dataset, "labels", None)
+    if labels is None or getattr(dataset, "num_classes", 0) < 2:
+        raise TrainingConfigError(f"dataset {getattr(dataset, 'name', '?')!r} has no labels "
+                                  "(num_classes < 2); training needs a labelled dataset")
+    return torch.as_tensor(labels).long()
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7919 + 1) % (2**63)
+
+
+class Trainer:
+    """Train a GraphSAGE, GCN or GAT model on a graphsys dataset, mini-batch.
+
+    Args:
+        dataset: a :class:`graphsys.Dataset` (or anything with ``graph``, ``features``,
+            ``labels``, ``train_idx``, ``val_idx``, ``test_idx``, ``num_classes``).
+        config: the run's options.
+        out_dir: where ``metrics.jsonl`` and ``checkpoint.pt`` go (nothing is written
+            if None).
+        log: called with one formatted line per epoch (``print`` in the CLI).
+
+    Every epoch starts from a seed derived from ``(config.seed, epoch)`` for dropout
+    and for the loader's shuffle and sampling, so a run resumed from the checkpoint of
+    epoch ``e`` continues exactly as if it had not stopped (on CPU).
+
+    Example:
+        >>> trainer = Trainer(graphsys.load_dataset("data/cora"), TrainConfig(epochs=50))
+        >>> trainer.fit().test_acc                                     # doctest: +SKIP
+    """
+
+    def __init__(self, dataset: Any, config: TrainConfig, *, out_dir: str | os.PathLike | None
+                 = None, log: Callable[[str], None] | None = None) -> None:
+        from graphsys.nn import build_model
+
+        self.dataset = dataset
+        self.config = config
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.log = log or (lambda line: None)
+        self.device = torch.device(config.device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise TrainingConfigError("device='cuda' but CUDA is not available; pass "
+                                      "--device cpu")
+        self.graph = dataset.graph
+        self.features = dataset.features
+        self.labels = _labels_of(dataset)
+        self.train_idx = np.asarray(dataset.train_idx, dtype=np.int64)
+        self.val_idx = np.asarray(dataset.val_idx, dtype=np.int64)
+        self.test_idx = np.asarray(dataset.test_idx, dtype=np.int64)
+        if len(self.train_idx) == 0:
+            raise TrainingConfigError(f"dataset {getattr(dataset, 'name', '?')!r} has no "
+                                      "training nodes (empty train_idx)")
+        unlabelled = int((self.labels[self.train_idx] < 0).sum())
+        if unlabelled:
+            raise TrainingConfigError(f"{unlabelled} training nodes have no label (-1); "
+                                      "fix the dataset's train split")
+        self.transform = row_normalize if config.feature_norm == "row" else None
+        self.in_feats = int(self.features.shape[1])
+        self.num_classes = int(dataset.num_classes)
+        torch.manual_seed(config.seed)
+        self.model = build_model(config.model, self.in_feats, config.hidden, self.num_classes,
+                                 num_layers=config.num_layers, dropout=config.dropout,
+                                 num_heads=config.num_heads).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr,
+                                          weight_decay=config.weight_decay)
+        self.loader = DataLoader(self.graph, self.train_idx,
+                                 NeighborSampler(config.fanouts, seed=config.seed),
+                                 batch_size=config.batch_size, shuffle=True,
+                                 device=self.device, features=self.features,
+                                 labels=self.labels, seed=config.seed)
+        self.start_epoch = 0
+        self.history: list[EpochMetrics] = []
+
+    # -- checkpoints -------------------------------------------------------------------
+    def _identity(self) -> dict[str, Any]:
+        c = self.config
+        return {"dataset": getattr(self.dataset, "name", None), "model": c.model,
+                "num_layers": c.num_layers, "hidden": c.hidden, "num_heads": c.num_heads,
+                "in_feats": self.in_feats, "num_classes": self.num_classes}
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self.out_dir / CHECKPOINT_NAME if self.out_dir is not None else None
+
+    def save(self, next_epoch: int) -> None:
+        if self.checkpoint_path is None:
+            return
+        save_checkpoint(self.checkpoint_path, {
+            "identity": self._identity(),
+            "config": {k: (list(v) if isinstance(v, tuple) else v)
+                       for k, v in asdict(self.config).items()},
+            "next_epoch": next_epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "history": [asdict(m) for m in self.history],
+        })
+
+    def resume(self) -> int:
+        """Load ``out_dir/checkpoint.pt``; return the epoch training continues from."""
+        if self.checkpoint_path is None:
+            raise TrainingConfigError("resume needs an output directory (--out)")
+        state = load_checkpoint(self.checkpoint_path, identity=self._identity())
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.start_epoch = int(state["next_epoch"])
+        self.history = [EpochMetrics(**m) for m in state["history"]]
+        return self.start_epoch
+
+    # -- training ----------------------------------------------------------------------
+    def train_epoch(self, epoch: int) -> tuple[float, float, float, int, int]:
+        """One pass over the training nodes; ``(loss, acc, seconds, seeds, edges)``."""
+        torch.manual_seed(_epoch_seed(self.config.seed, epoch))
+        self.model.train()
+        self.loader.set_epoch(epoch)
+        total_loss = correct = seen = edges = 0
+        start = time.perf_counter()
+        with progress_bar(total=len(self.loader), desc=f"epoch {epoch}", unit="batch",
+                          enable=self.config.progress) as bar:
+            for _input_nodes, output_nodes, blocks in self.loader:
+                x = blocks[0].srcdata["feat"].float()
+                if self.transform is not None:
+                    x = self.transform(x)
+                y = blocks[-1].dstdata["label"]
+                logits = self.model(blocks, x)
+                loss = F.cross_entropy(logits, y)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                n = len(output_nodes)
+                total_loss += float(loss.detach()) * n
+                correct += int((logits.argmax(1) == y).sum())
+                seen += n
+                edges += sum(b.num_edges() for b in blocks)
+                bar.update(1)
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}",
+                                seeds_per_s=f"{seen / (time.perf_counter() - start):.0f}")
+        return total_loss / seen, correct / seen, time.perf_counter() - start, seen, edges
+
+    def evaluate(self, ids_list: list[np.ndarray]) -> list[float]:
+        """Accuracy on each id set, from one layer-wise full-neighbour inference."""
+        nonempty = [ids for ids in ids_list if len(ids)]
+        if not nonempty:
+            return [float("nan")] * len(ids_list)
+        nodes = np.concatenate(nonempty)
+        logits = layerwise_inference(self.model, self.graph, self.features, nodes=nodes,
+                                     batch_size=self.config.eval_batch_size,
+                                     device=self.device, progress=self.config.progress,
+                                     transform=self.transform)
+        pred = logits.argmax(1)
+        accs, offset = [], 0
+        for ids in ids_list:
+            if not len(ids):
+                accs.append(float("nan"))
+                continue
+            part = pred[offset : offset + len(ids)]
+            accs.append(float((part == self.labels[ids]).float().mean()))
+            offset += len(ids)
+        return accs
+
+    def fit(self) -> TrainResult:
+        """Train for ``config.epochs`` epochs (from ``start_epoch``); return the result."""
+        c = self.config
+        if self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            if self.start_epoch == 0:
+                (self.out_dir / METRICS_NAME).unlink(missing_ok=True)
+        for epoch in range(self.start_epoch, c.epochs):
+            loss, train_acc, epoch_s, seeds, edges = self.train_epoch(epoch)
+            val_acc = test_acc = None
+            eval_s = 0.0
+            if (epoch + 1) % c.eval_every == 0 or epoch == c.epochs - 1:
+                t0 = time.perf_counter()
+                val_acc, test_acc = self.evaluate([self.val_idx, self.test_idx])
+                eval_s = time.perf_counter() - t0
+            metrics = EpochMetrics(epoch, loss, train_acc, val_acc, test_acc, epoch_s, eval_s,
+                                   seeds / epoch_s, edges / epoch_s)
+            self.history.append(metrics)
+            self.log(format_epoch(metrics))
+            if self.out_dir is not None:
+                with open(self.out_dir / METRICS_NAME, "a") as handle:
+                    handle.write(json.dumps(asdict(metrics)) + "\n")
+            self.save(epoch + 1)
+        return self.result()
+
+    def result(self) -> TrainResult:
+        scored = [m for m in self.history if m.val_acc is not None]
+        if not scored:
+            return TrainResult(-1, float("nan"), float("nan"), list(self.history))
+        # The first epoch with the best validation accuracy (model selection on val).
+        best = max(scored, key=lambda m: (m.val_acc, -m.epoch))
+        return TrainResult(best.epoch, best.val_acc, best.test_acc, list(self.history))
+
+
+def format_epoch(m: EpochMetrics) -> str:
+    """One human-readable line per epoch."""
+    evals = ""
+    if m.val_acc is not None:
+        evals = f" | val {m.val_acc:.4f} | test {m.test_acc:.4f} | eval {m.eval_s:.1f}s"
+    return (f"epoch {m.epoch:3d} | loss {m.loss:.4f} | train {m.train_acc:.4f}{evals} | "
+            f"{m.epoch_s:.2f}s ({m.seeds_per_s:,.0f} seeds/s, {m.edges_per_s:,.0f} edges/s)")
