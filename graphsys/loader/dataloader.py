@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from graphsys.graph.csc import CSCGraph
+from graphsys.loader.gather import gather_rows
 from graphsys.samplers import _kernels
 from graphsys.samplers.block import MiniBatch
 from graphsys.samplers.neighbor import NeighborSampler, as_node_ids
@@ -87,12 +88,15 @@ class DataLoader:
                             f"graphsys.NeighborSampler([10, 10]); got {type(sampler).__name__}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if not isinstance(prefetch, int) or prefetch < 1:
+        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
             raise ValueError(f"prefetch must be an integer >= 1, got {prefetch!r}")
         self.graph = _as_csc(graph)
         num_nodes = self.graph.num_nodes()
-        if isinstance(seeds, torch.Tensor) and seeds.dtype == torch.bool:
-            seeds = seeds.nonzero().view(-1)
+        if isinstance(seeds, (torch.Tensor, np.ndarray)) and seeds.dtype in (torch.bool, bool):
+            if len(seeds) != num_nodes:
+                raise ValueError(f"the boolean seed mask has {len(seeds)} entries but the graph "
+                                 f"has {num_nodes} nodes; pass one entry per node")
+            seeds = np.flatnonzero(np.asarray(seeds))
         self.seeds = as_node_ids(seeds, num_nodes, "seeds")
         if not _kernels.count_distinct(self.seeds):
             raise ValueError("seeds contain duplicate node ids; pass each node once")
@@ -131,10 +135,9 @@ class DataLoader:
         key = (epoch << 32) + index
         batch = self.sampler.sample(self.graph, seeds, key=key)
         if self.features is not None:
-            batch.blocks[0].srcdata["feat"] = torch.as_tensor(self.features[batch.input_nodes])
+            batch.blocks[0].srcdata["feat"] = gather_rows(self.features, batch.input_nodes)
         if self.labels is not None:
-            batch.blocks[-1].dstdata["label"] = torch.as_tensor(
-                self.labels[batch.output_nodes])
+            batch.blocks[-1].dstdata["label"] = gather_rows(self.labels, batch.output_nodes)
         if self.device.type == "cuda":
             for block in batch.blocks:
                 block.pin_memory()

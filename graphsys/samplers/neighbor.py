@@ -32,7 +32,7 @@ def as_node_ids(ids: object, num_nodes: int, what: str) -> np.ndarray:
         array = ids.detach().cpu().numpy()
     else:
         array = np.asarray(ids)
-        if array.dtype.kind not in "iu":
+        if array.dtype.kind not in "iu" and array.size:  # np.asarray([]) is float64
             raise TypeError(f"{what} must hold integer node ids, got dtype {array.dtype}")
     array = np.ascontiguousarray(array.reshape(-1), dtype=np.int64)
     if array.size:

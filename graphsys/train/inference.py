@@ -16,6 +16,7 @@ import torch
 
 from graphsys._progress import progress_bar
 from graphsys.graph.csc import CSCGraph
+from graphsys.loader.gather import gather_rows
 from graphsys.samplers.neighbor import NeighborSampler
 
 
@@ -49,7 +50,7 @@ def layerwise_inference(model: Any, graph: CSCGraph, features: Any, *,
                 for start in range(0, len(targets), batch_size):
                     seeds = targets[start : start + batch_size]
                     block = sampler.sample(graph, seeds, key=0).blocks[0]
-                    x = torch.as_tensor(h[block.src_nodes]).to(device, torch.float32)
+                    x = gather_rows(h, block.src_nodes).to(device, torch.float32)
                     if layer == 0 and transform is not None:
                         x = transform(x)
                     y = model.layer_forward(layer, block.to(device), x).cpu()
