@@ -303,3 +303,31 @@ def test_numpy_integer_fanouts_and_repr():
     sampler = NeighborSampler(np.array([4, -1]), replace=True, seed=2)
     assert sampler.fanouts == [4, -1] and sampler.num_layers == 2
     assert repr(sampler) == "NeighborSampler(fanouts=[4, -1], replace=True, seed=2)"
+
+
+def test_relabel_paths_agree_and_restore_the_scratch_map():
+    from graphsys.samplers import _kernels
+
+    rng = np.random.default_rng(5)
+    dst = rng.permutation(1000)[:50].astype(np.int64)
+    sources = rng.integers(0, 1000, 4000).astype(np.int32)
+    node_map = np.full(1000, -1, np.int32)
+    hashed = _kernels.relabel(dst, sources)
+    dense = _kernels.relabel_dense(dst, sources, node_map)
+    assert np.array_equal(hashed[0], dense[0]) and np.array_equal(hashed[1], dense[1])
+    assert (node_map == -1).all()
+    src_nodes, local = dense
+    assert np.array_equal(src_nodes[:50], dst)
+    assert np.array_equal(src_nodes[local], sources)
+    assert len(np.unique(src_nodes)) == len(src_nodes)
+
+
+def test_bucket_order_is_a_permutation_grouping_nearby_ids():
+    from graphsys.samplers import _kernels
+
+    ids = np.random.default_rng(6).integers(0, 10_000, 3000).astype(np.int64)
+    order = _kernels._bucket_order(ids, 10_000)
+    assert np.array_equal(np.sort(order), np.arange(3000))
+    visited = ids[order]
+    # 3000 ids -> 1024 buckets of 16 consecutive ids: visited in bucket order.
+    assert np.all(np.diff(visited >> 4) >= 0)
