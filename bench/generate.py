@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import shlex
 import shutil
@@ -28,8 +26,10 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine  # noqa: E402  (a sibling script, not a package)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SAMPLE_S = 0.05
@@ -87,29 +87,6 @@ def tree_rss(proc: psutil.Process) -> int:
         except psutil.Error:
             pass
     return total
-
-
-def machine() -> dict:
-    model = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import torch
-
-    return {
-        "cpu_model": model,
-        "cpu_count_logical": os.cpu_count(),
-        "cpu_count_physical": psutil.cpu_count(logical=False),
-        "total_ram_bytes": psutil.virtual_memory().total,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "torch": torch.__version__,
-    }
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -38,6 +37,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine  # noqa: E402  (a sibling script, not a package)
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
@@ -230,27 +232,6 @@ def summarise(rounds: list[dict], num_batches: int) -> dict:
         "src_nodes_per_batch_by_layer": [round(s / total_batches, 1) for s in src],
         "edges_per_s_by_round": [round(sum(r["edges_per_layer"]) / r["seconds"])
                                  for r in rounds],
-    }
-
-
-def machine() -> dict:
-    import psutil
-
-    model = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu_model": model,
-        "cpu_count_logical": os.cpu_count(),
-        "cpu_count_physical": psutil.cpu_count(logical=False),
-        "total_ram_bytes": psutil.virtual_memory().total,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
     }
 
 

@@ -129,6 +129,20 @@ def sample_layer(indptr, indices, seeds, fanout, replace, key):
     return counts, sources
 
 
+@numba.njit(inline="always")
+def _find_or_add(keys, vals, src_nodes, count, g, mask):
+    """Local id of ``g`` in the open-addressing table, adding it as ``count`` if new."""
+    h = np.int64((np.uint64(g) * _GOLDEN) >> np.uint64(20)) & mask
+    while keys[h] != -1 and keys[h] != g:
+        h = (h + 1) & mask
+    if keys[h] == -1:
+        keys[h] = g
+        vals[h] = count
+        src_nodes[count] = g
+        count += 1
+    return vals[h], count
+
+
 @numba.njit(nogil=True, cache=True)
 def relabel(dst_nodes, sources):
     """Map global ids to block-local ones, destination nodes first.
@@ -149,27 +163,11 @@ def relabel(dst_nodes, sources):
     src_nodes = np.empty(total, np.int64)
     count = 0
     for i in range(n_dst):
-        g = np.int64(dst_nodes[i])
-        h = np.int64((np.uint64(g) * _GOLDEN) >> np.uint64(20)) & mask
-        while keys[h] != -1 and keys[h] != g:
-            h = (h + 1) & mask
-        if keys[h] == -1:
-            keys[h] = g
-            vals[h] = count
-            src_nodes[count] = g
-            count += 1
+        _, count = _find_or_add(keys, vals, src_nodes, count, np.int64(dst_nodes[i]), mask)
     local = np.empty(sources.shape[0], np.int64)
     for e in range(sources.shape[0]):
-        g = np.int64(sources[e])
-        h = np.int64((np.uint64(g) * _GOLDEN) >> np.uint64(20)) & mask
-        while keys[h] != -1 and keys[h] != g:
-            h = (h + 1) & mask
-        if keys[h] == -1:
-            keys[h] = g
-            vals[h] = count
-            src_nodes[count] = g
-            count += 1
-        local[e] = vals[h]
+        local[e], count = _find_or_add(keys, vals, src_nodes, count, np.int64(sources[e]),
+                                       mask)
     return src_nodes[:count].copy(), local
 
 
