@@ -44,5 +44,8 @@ fi
 "${PIP[@]}" "urllib3>=1.25" requests
 "${PIP[@]}" "numpy<2" scipy networkx pandas pydantic pyyaml psutil tqdm
 "${PIP[@]}" --no-deps "dgl==2.1.0"
+# What graphsys itself needs, so the DGL interop tests run here with PYTHONPATH=.:
+#   PYTHONPATH=. bench/.dgl-venv/bin/python -m pytest tests/samplers/test_dgl_interop.py
+"${PIP[@]}" "numpy<2" numba "zarr<3" numcodecs pytest
 
 check || { echo "dgl_env.sh: dgl does not import in $VENV" >&2; exit 1; }
