@@ -1,0 +1,140 @@
+"""The ``FeatureStore`` protocol, its I/O accounting, and the checks every store shares.
+
+A store maps node ids to feature rows. ``read(ids)`` returns the rows in the order
+asked (duplicates included) on the store's device and adds what it did to
+``store.stats``: rows, bytes and seconds per tier, and the bytes it really read from
+disk, so read amplification is ``stats.disk_bytes / stats.bytes_returned``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+
+@dataclass
+class TierStats:
+    """What one tier delivered: rows, bytes of features and time spent."""
+
+    rows: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class StoreStats:
+    """I/O accounting of a store; tiers are named by the stores that served rows."""
+
+    tiers: dict[str, TierStats] = field(default_factory=dict)
+    disk_bytes: int = 0
+    reads: int = 0
+
+    def add(self, tier: str, rows: int, nbytes: int, seconds: float, disk_bytes: int = 0
+            ) -> None:
+        entry = self.tiers.setdefault(tier, TierStats())
+        entry.rows += rows
+        entry.bytes += nbytes
+        entry.seconds += seconds
+        self.disk_bytes += disk_bytes
+
+    @property
+    def rows_returned(self) -> int:
+        return sum(t.rows for t in self.tiers.values())
+
+    @property
+    def bytes_returned(self) -> int:
+        return sum(t.bytes for t in self.tiers.values())
+
+    @property
+    def read_amplification(self) -> float:
+        """Bytes read from disk per byte of features delivered (0 if none delivered)."""
+        returned = self.bytes_returned
+        return self.disk_bytes / returned if returned else 0.0
+
+    def reset(self) -> None:
+        self.tiers.clear()
+        self.disk_bytes = 0
+        self.reads = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"tiers": {k: vars(v).copy() for k, v in self.tiers.items()},
+                "disk_bytes": self.disk_bytes, "reads": self.reads,
+                "rows_returned": self.rows_returned, "bytes_returned": self.bytes_returned,
+                "read_amplification": self.read_amplification}
+
+
+@runtime_checkable
+class FeatureStore(Protocol):
+    """Anything that returns feature rows by node id (see the module docstring)."""
+
+    num_rows: int
+    dim: int
+    dtype: torch.dtype
+    device: torch.device
+    stats: StoreStats
+
+    def read(self, ids: Any, out: torch.Tensor | None = None) -> torch.Tensor: ...
+
+
+class StoreBase:
+    """Shared argument checks and accounting; subclasses implement ``_gather``."""
+
+    tier = "store"
+
+    def __init__(self, num_rows: int, dim: int, dtype: torch.dtype,
+                 device: torch.device | str = "cpu") -> None:
+        self.num_rows = int(num_rows)
+        self.dim = int(dim)
+        self.dtype = dtype
+        self.device = torch.device(device)
+        self.stats = StoreStats()
+
+    @property
+    def row_bytes(self) -> int:
+        return self.dim * torch.empty((), dtype=self.dtype).element_size()
+
+    def _ids(self, ids: Any) -> torch.Tensor:
+        if not isinstance(ids, torch.Tensor):
+            ids = torch.as_tensor(np.asarray(ids, dtype=np.int64) if not
+                                  isinstance(ids, np.ndarray) else ids)
+        if ids.is_floating_point() or ids.dtype == torch.bool:
+            raise TypeError(f"ids must be integer node ids, got dtype {ids.dtype}")
+        ids = ids.reshape(-1).to("cpu", torch.int64)
+        if ids.numel():
+            low, high = int(ids.min()), int(ids.max())
+            if low < 0 or high >= self.num_rows:
+                bad = low if low < 0 else high
+                raise IndexError(f"row id {bad} is outside [0, {self.num_rows}) of this "
+                                 f"{type(self).__name__}")
+        return ids
+
+    def _out(self, n: int, out: torch.Tensor | None) -> torch.Tensor:
+        if out is None:
+            return torch.empty((n, self.dim), dtype=self.dtype, device=self.device)
+        if tuple(out.shape) != (n, self.dim) or out.dtype != self.dtype:
+            raise ValueError(f"out must have shape ({n}, {self.dim}) and dtype {self.dtype}, "
+                             f"got {tuple(out.shape)} {out.dtype}")
+        return out
+
+    def read(self, ids: Any, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Rows ``ids`` in the order asked, into ``out`` if given."""
+        ids = self._ids(ids)
+        out = self._out(ids.numel(), out)
+        start = time.perf_counter()
+        disk = self._gather(ids, out) if ids.numel() else 0
+        self.stats.reads += 1
+        self.stats.add(self.tier, ids.numel(), ids.numel() * self.row_bytes,
+                       time.perf_counter() - start, disk or 0)
+        return out
+
+    def _gather(self, ids: torch.Tensor, out: torch.Tensor) -> int | None:
+        """Fill ``out`` with rows ``ids``; return the bytes read from disk if known."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(num_rows={self.num_rows}, dim={self.dim}, "
+                f"dtype={self.dtype}, device={self.device})")
