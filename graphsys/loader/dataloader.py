@@ -131,9 +131,15 @@ class DataLoader:
         return [order[i : i + self.batch_size] for i in range(0, len(self) * self.batch_size,
                                                               self.batch_size)]
 
+    @staticmethod
+    def batch_key(epoch: int, index: int) -> int:
+        """The sampler key of batch ``index`` of ``epoch`` (offline sampling reuses it)."""
+        return (epoch << 32) + index
+
     def _make(self, epoch: int, index: int, seeds: np.ndarray) -> MiniBatch:
-        key = (epoch << 32) + index
-        batch = self.sampler.sample(self.graph, seeds, key=key)
+        batch = self.sampler.sample(self.graph, seeds, key=self.batch_key(epoch, index))
+        if hasattr(self.features, "prepare"):  # a packed store: load this batch's segment
+            self.features.prepare(epoch, index)
         if self.features is not None:
             batch.blocks[0].srcdata["feat"] = gather_rows(self.features, batch.input_nodes)
         if self.labels is not None:

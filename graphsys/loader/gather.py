@@ -13,6 +13,8 @@ def gather_rows(data: Any, ids: torch.Tensor) -> torch.Tensor:
     Tensors use ``index_select``; anything else is indexed with a numpy array, since a
     one-element torch tensor would index numpy as a scalar and drop the dimension.
     """
+    if hasattr(data, "read"):  # a graphsys FeatureStore
+        return data.read(ids)
     if isinstance(data, torch.Tensor):
         return data.index_select(0, ids.to(data.device))
     return torch.as_tensor(data[ids.cpu().numpy()])

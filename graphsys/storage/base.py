@@ -93,6 +93,9 @@ class StoreBase:
         self.device = torch.device(device)
         self.stats = StoreStats()
 
+    def __len__(self) -> int:
+        return self.num_rows
+
     @property
     def row_bytes(self) -> int:
         return self.dim * torch.empty((), dtype=self.dtype).element_size()
