@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -65,6 +66,29 @@ class StoreStats:
                 "disk_bytes": self.disk_bytes, "reads": self.reads,
                 "rows_returned": self.rows_returned, "bytes_returned": self.bytes_returned,
                 "read_amplification": self.read_amplification}
+
+
+def torch_dtype(dtype: np.dtype | str) -> torch.dtype:
+    """The torch dtype of a numpy dtype (``float32`` -> ``torch.float32``)."""
+    return torch.from_numpy(np.empty(0, np.dtype(dtype))).dtype
+
+
+def check_row_file(path: Path, num_rows: int, dim: int, dtype: np.dtype) -> int:
+    """Size of the raw row-major file ``path``, checked against its stated shape."""
+    expected = num_rows * dim * dtype.itemsize
+    size = path.stat().st_size
+    if size != expected:
+        raise ValueError(f"{path} is {size} bytes, expected {expected} for "
+                         f"{num_rows} x {dim} {dtype.name}; pass the right shape")
+    return size
+
+
+def close_quietly(store: Any) -> None:
+    """``store.close()`` from ``__del__``, where errors can only be ignored."""
+    try:
+        store.close()
+    except Exception:
+        pass
 
 
 @runtime_checkable

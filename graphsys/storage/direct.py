@@ -17,7 +17,7 @@ import numba
 import numpy as np
 import torch
 
-from graphsys.storage.base import StoreBase
+from graphsys.storage.base import StoreBase, check_row_file, close_quietly, torch_dtype
 
 #: Alignment of O_DIRECT offsets, lengths and buffers (a page; covers 512 B and 4 KiB
 #: logical sectors).
@@ -67,15 +67,9 @@ class DirectFileStore(StoreBase):
 
     def __init__(self, path: str | os.PathLike, num_rows: int, dim: int,
                  dtype: np.dtype | str, *, threads: int = 16, max_run: int = 1 << 20) -> None:
-        np_dtype = np.dtype(dtype)
-        super().__init__(num_rows, dim, torch.from_numpy(np.empty(0, np_dtype)).dtype)
+        super().__init__(num_rows, dim, torch_dtype(dtype))
         self.path = Path(path)
-        expected = num_rows * dim * np_dtype.itemsize
-        size = self.path.stat().st_size
-        if size != expected:
-            raise ValueError(f"{self.path} is {size} bytes, expected {expected} for "
-                             f"{num_rows} x {dim} {np_dtype.name}; pass the right shape")
-        self.file_size = size
+        self.file_size = check_row_file(self.path, num_rows, dim, np.dtype(dtype))
         self.max_blocks = max(1, max_run // ALIGN)
         try:
             self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_DIRECT", 0))
@@ -133,7 +127,4 @@ class DirectFileStore(StoreBase):
             self._fd = -1
 
     def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
+        close_quietly(self)

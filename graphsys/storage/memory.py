@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from graphsys.storage.base import StoreBase
+from graphsys.storage.base import StoreBase, check_row_file, torch_dtype
 
 
 class TensorStore(StoreBase):
@@ -39,13 +39,9 @@ class MmapStore(StoreBase):
                  dtype: np.dtype | str) -> None:
         dtype = np.dtype(dtype)
         self.path = Path(path)
-        expected = num_rows * dim * dtype.itemsize
-        size = self.path.stat().st_size
-        if size != expected:
-            raise ValueError(f"{self.path} is {size} bytes, expected {expected} for "
-                             f"{num_rows} x {dim} {dtype.name}; pass the right shape")
+        check_row_file(self.path, num_rows, dim, dtype)
         self.array = np.memmap(self.path, dtype=dtype, mode="r", shape=(num_rows, dim))
-        super().__init__(num_rows, dim, torch.from_numpy(np.empty(0, dtype)).dtype)
+        super().__init__(num_rows, dim, torch_dtype(dtype))
 
     def _gather(self, ids: torch.Tensor, out: torch.Tensor) -> None:
         out.copy_(torch.from_numpy(self.array[ids.numpy()]))
@@ -58,7 +54,7 @@ class ZarrStore(StoreBase):
 
     def __init__(self, features: object) -> None:
         shape, dtype = features.shape, np.dtype(features.dtype)
-        super().__init__(shape[0], shape[1], torch.from_numpy(np.empty(0, dtype)).dtype)
+        super().__init__(shape[0], shape[1], torch_dtype(dtype))
         self.features = features
 
     def _gather(self, ids: torch.Tensor, out: torch.Tensor) -> None:

@@ -29,7 +29,7 @@ from graphsys._atomic import atomic_directory
 from graphsys._progress import progress_bar
 from graphsys.errors import DatasetError
 from graphsys.samplers.offline import SamplingLog
-from graphsys.storage.base import StoreBase
+from graphsys.storage.base import StoreBase, close_quietly, torch_dtype
 from graphsys.storage.direct import ALIGN
 
 FORMAT = "graphsys.pack"
@@ -162,8 +162,7 @@ class PackedStore(StoreBase):
                 "seeds, fanouts, batch size, seed or epochs differ; re-pack with the "
                 "training options")
         np_dtype = np.dtype(self.index.dtype)
-        super().__init__(self.index.num_rows, self.index.dim,
-                         torch.from_numpy(np.empty(0, np_dtype)).dtype)
+        super().__init__(self.index.num_rows, self.index.dim, torch_dtype(np_dtype))
         if self.index.host_cached and host_cache is None:
             raise ValueError(f"{self.path} left {self.index.host_cached} hot rows to a host "
                              "cache; pass the same host_cache")
@@ -248,7 +247,4 @@ class PackedStore(StoreBase):
             self._fd = -1
 
     def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
+        close_quietly(self)
