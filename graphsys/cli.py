@@ -32,8 +32,6 @@ def _fanouts(text: str) -> tuple[int, ...]:
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a comma-separated list of integers, e.g. 10,10") from None
-    if any(v < 1 and v != -1 for v in values):
-        raise argparse.ArgumentTypeError(f"{text!r}: each fanout must be >= 1 or -1 (all)")
     return values
 
 

@@ -92,13 +92,15 @@ class DataLoader:
             raise ValueError(f"prefetch must be an integer >= 1, got {prefetch!r}")
         self.graph = _as_csc(graph)
         num_nodes = self.graph.num_nodes()
-        if isinstance(seeds, (torch.Tensor, np.ndarray)) and seeds.dtype in (torch.bool, bool):
+        if isinstance(seeds, torch.Tensor):
+            seeds = seeds.detach().cpu().numpy()
+        if isinstance(seeds, np.ndarray) and seeds.dtype == bool:
             if len(seeds) != num_nodes:
                 raise ValueError(f"the boolean seed mask has {len(seeds)} entries but the graph "
                                  f"has {num_nodes} nodes; pass one entry per node")
-            seeds = np.flatnonzero(np.asarray(seeds))
+            seeds = np.flatnonzero(seeds)
         self.seeds = as_node_ids(seeds, num_nodes, "seeds")
-        if not _kernels.count_distinct(self.seeds):
+        if not _kernels.all_distinct(self.seeds):
             raise ValueError("seeds contain duplicate node ids; pass each node once")
         for name, data in (("features", features), ("labels", labels)):
             if data is not None and len(data) != num_nodes:

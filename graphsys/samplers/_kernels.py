@@ -172,7 +172,7 @@ def relabel(dst_nodes, sources):
 
 
 @numba.njit(nogil=True, cache=True)
-def count_distinct(values):
+def all_distinct(values):
     """Whether ``values`` (int64) are pairwise distinct; used to validate seeds."""
     cap = 1
     while cap < 2 * values.shape[0] + 2:

@@ -103,7 +103,7 @@ class NeighborSampler:
             raise TypeError(f"graph must be a graphsys CSCGraph, got {type(graph).__name__}; "
                             "convert with graphsys.graph.interop.from_dgl / from_pyg")
         dst = as_node_ids(seeds, graph.num_nodes(), "seeds")
-        if not _kernels.count_distinct(dst):
+        if not _kernels.all_distinct(dst):
             raise ValueError("seeds contain duplicate node ids; pass each seed once")
         key = next(self._calls) if key is None else int(key)
         indptr = graph.indptr.numpy()

@@ -31,6 +31,17 @@ def loader_fingerprint(loader: Any, epochs: Sequence[int]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
 
 
+def batch_position(epochs: Sequence[int], batches_per_epoch: int, epoch: int,
+                   index: int) -> int:
+    """Index, in sampling order, of batch ``index`` of ``epoch`` among ``epochs``."""
+    try:
+        e = list(epochs).index(int(epoch))
+    except ValueError:
+        raise KeyError(f"epoch {epoch} was not sampled offline (the log has epochs "
+                       f"{list(epochs)}); pack with more epochs") from None
+    return e * batches_per_epoch + index
+
+
 @dataclass
 class SamplingLog:
     """Input nodes of each batch, in training order, for ``epochs``."""
@@ -53,12 +64,7 @@ class SamplingLog:
 
     def position(self, epoch: int, index: int) -> int:
         """Index in the log of batch ``index`` of ``epoch``."""
-        try:
-            e = self.epochs.index(int(epoch))
-        except ValueError:
-            raise KeyError(f"epoch {epoch} was not sampled offline (the log has epochs "
-                           f"{self.epochs}); pack with more epochs") from None
-        return e * self.batches_per_epoch + index
+        return batch_position(self.epochs, self.batches_per_epoch, epoch, index)
 
 
 def offline_sample(loader: Any, epochs: Sequence[int] = (0,), *, progress: bool = False

@@ -32,21 +32,24 @@ def _copy_rows(buf, positions, row_bytes, out):
             out[i, b] = buf[p + b]
 
 
-def _runs(first_block: np.ndarray, last_block: np.ndarray, max_blocks: int
-          ) -> tuple[np.ndarray, np.ndarray]:
+@numba.njit(nogil=True, cache=True)
+def _runs(first_block, last_block, max_blocks):
     """Merge sorted block ranges ``[first, last]`` into runs of at most ``max_blocks``."""
-    starts, ends = [], []
-    start, end = int(first_block[0]), int(last_block[0])
-    for f, last in zip(first_block[1:].tolist(), last_block[1:].tolist(), strict=True):
+    n = first_block.shape[0]
+    starts = np.empty(n, np.int64)
+    ends = np.empty(n, np.int64)
+    count = 0
+    start, end = first_block[0], last_block[0]
+    for i in range(1, n):
+        f, last = first_block[i], last_block[i]
         if f <= end + 1 and last - start < max_blocks:
             end = max(end, last)
         else:
-            starts.append(start)
-            ends.append(end)
+            starts[count], ends[count] = start, end
+            count += 1
             start, end = f, last
-    starts.append(start)
-    ends.append(end)
-    return np.asarray(starts, np.int64), np.asarray(ends, np.int64)
+    starts[count], ends[count] = start, end
+    return starts[: count + 1].copy(), ends[: count + 1].copy()
 
 
 class DirectFileStore(StoreBase):

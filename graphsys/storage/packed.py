@@ -28,7 +28,7 @@ import torch
 from graphsys._atomic import atomic_directory
 from graphsys._progress import progress_bar
 from graphsys.errors import DatasetError
-from graphsys.samplers.offline import SamplingLog
+from graphsys.samplers.offline import SamplingLog, batch_position
 from graphsys.storage.base import StoreBase, close_quietly, torch_dtype
 from graphsys.storage.direct import ALIGN
 
@@ -77,7 +77,7 @@ def pack_features(log: SamplingLog, source: Any, out: str | os.PathLike, *,
     """
     if segment_batches < 1:
         raise ValueError(f"segment_batches must be >= 1, got {segment_batches}")
-    np_dtype = np.dtype(str(source.dtype).replace("torch.", ""))
+    np_dtype = torch.empty(0, dtype=source.dtype).numpy().dtype
     row_bytes = source.dim * np_dtype.itemsize
     n_seg = -(-log.num_batches // segment_batches)
     byte_offsets, id_offsets = [], [0]
@@ -109,8 +109,6 @@ def pack_features(log: SamplingLog, source: Any, out: str | os.PathLike, *,
                           log.batches_per_epoch, byte_offsets, id_offsets,
                           0 if host_cache is None else int(len(host_cache.cached_ids)),
                           packed_rows, packed_rows * row_bytes)
-        rows_file.flush()
-        ids_file.flush()
         (tmp / "pack.json").write_text(json.dumps(asdict(index), indent=1) + "\n")
     return index
 
@@ -181,7 +179,7 @@ class PackedStore(StoreBase):
         self._seg_rows = torch.empty((0, self.dim), dtype=self.dtype)
 
     def segment_of(self, epoch: int, index: int) -> int:
-        position = self.index.epochs.index(int(epoch)) * self.index.batches_per_epoch + index
+        position = batch_position(self.index.epochs, self.index.batches_per_epoch, epoch, index)
         return position // self.index.segment_batches
 
     def prepare(self, epoch: int, index: int) -> None:
