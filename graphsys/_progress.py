@@ -7,13 +7,15 @@ from typing import Any
 from tqdm.auto import tqdm
 
 
-def progress_bar(*, total: int | None, desc: str, unit: str = "it", enable: bool = True) -> Any:
+def progress_bar(*, total: int | None, desc: str, unit: str = "it", enable: bool = True,
+                 initial: int = 0) -> Any:
     """A tqdm bar (a context manager with ``update(n)``); a silent one if not ``enable``.
 
     Byte counts are shown with binary prefixes when ``unit == "B"``.
     """
     return tqdm(
         total=total,
+        initial=initial,
         desc=desc,
         unit=unit,
         unit_scale=unit == "B",

@@ -37,3 +37,7 @@ class CheckpointError(GraphsysError):
 
 class TrainingConfigError(GraphsysError, ValueError):
     """Training options that cannot work together or with the dataset."""
+
+
+class BudgetError(GraphsysError, ValueError):
+    """A memory budget too small for the work asked (e.g. smaller than one batch)."""

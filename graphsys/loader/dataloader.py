@@ -140,8 +140,8 @@ class DataLoader:
 
     def _make(self, epoch: int, index: int, seeds: np.ndarray) -> MiniBatch:
         batch = self.sampler.sample(self.graph, seeds, key=self.batch_key(epoch, index))
-        if hasattr(self.features, "prepare"):  # a packed store: load this batch's segment
-            self.features.prepare(epoch, index)
+        if hasattr(self.features, "prepare"):  # a packed store: this batch's segment
+            self.features.prepare(epoch, index, batch.input_nodes)
         if self.features is not None:
             batch.blocks[0].srcdata["feat"] = gather_rows(self.features, batch.input_nodes)
         if self.labels is not None:

@@ -32,6 +32,7 @@ class StoreStats:
 
     tiers: dict[str, TierStats] = field(default_factory=dict)
     disk_bytes: int = 0
+    disk_seconds: float = 0.0  # reads done ahead of the rows they serve (packed segments)
     reads: int = 0
 
     def add(self, tier: str, rows: int, nbytes: int, seconds: float, disk_bytes: int = 0
@@ -41,6 +42,11 @@ class StoreStats:
         entry.bytes += nbytes
         entry.seconds += seconds
         self.disk_bytes += disk_bytes
+
+    def add_disk(self, nbytes: int, seconds: float) -> None:
+        """Disk reads not attributable to the rows of one request (e.g. read-ahead)."""
+        self.disk_bytes += nbytes
+        self.disk_seconds += seconds
 
     @property
     def rows_returned(self) -> int:
@@ -59,11 +65,13 @@ class StoreStats:
     def reset(self) -> None:
         self.tiers.clear()
         self.disk_bytes = 0
+        self.disk_seconds = 0.0
         self.reads = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {"tiers": {k: vars(v).copy() for k, v in self.tiers.items()},
-                "disk_bytes": self.disk_bytes, "reads": self.reads,
+                "disk_bytes": self.disk_bytes, "disk_seconds": self.disk_seconds,
+                "reads": self.reads,
                 "rows_returned": self.rows_returned, "bytes_returned": self.bytes_returned,
                 "read_amplification": self.read_amplification}
 

@@ -35,7 +35,7 @@ class HostCacheStore(StoreBase):
     tier = "host"
 
     def __init__(self, source: Any, hot_ids: Any, budget: int | None = None, *,
-                 load_batch: int = 65536) -> None:
+                 load_batch: int = 262144) -> None:
         super().__init__(source.num_rows, source.dim, source.dtype)
         budget = default_host_budget() if budget is None else int(budget)
         if budget < 0:
@@ -50,9 +50,11 @@ class HostCacheStore(StoreBase):
         if int((self.slot >= 0).sum()) != capacity:
             raise ValueError("hot_ids contains duplicates; pass each node once")
         self.rows = torch.empty((capacity, self.dim), dtype=self.dtype)
+        # Filled in id order, so a disk source reads long runs rather than random rows.
+        order = torch.argsort(self.cached_ids)
         for start in range(0, capacity, load_batch):
-            ids = self.cached_ids[start : start + load_batch]
-            source.read(ids, out=self.rows[start : start + len(ids)])
+            chunk = order[start : start + load_batch]
+            self.rows[chunk] = source.read(self.cached_ids[chunk])
 
     @property
     def nbytes(self) -> int:
@@ -60,6 +62,10 @@ class HostCacheStore(StoreBase):
 
     def contains(self, ids: torch.Tensor) -> torch.Tensor:
         return self.slot[ids] >= 0
+
+    def cached_mask(self) -> np.ndarray:
+        """One bool per node: is its row held here."""
+        return (self.slot >= 0).numpy()
 
     def _gather(self, ids: torch.Tensor, out: torch.Tensor) -> None:
         slots = self.slot[ids]

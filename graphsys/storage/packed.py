@@ -1,245 +1,209 @@
-"""DiskGNN-style packed features: each segment's rows laid out contiguously on disk.
+"""Serve training batches from a pack (see :mod:`graphsys.storage.packing`).
 
-Offline sampling tells which rows each batch needs. Batches are grouped into segments
-of ``segment_batches``; a segment's distinct rows (minus those the host cache holds)
-are written together, sorted by id, starting at a 4 KiB boundary. Training then reads
-a whole segment with one sequential ``O_DIRECT`` read and serves its batches from
-memory: no read amplification beyond the alignment padding, and large reads instead
-of random 512-byte ones. The price is storage: a row needed by several segments is
-stored once per segment (``PackIndex.overhead`` reports it).
-
-A pack is a directory written atomically: ``pack.json`` (fingerprint, shapes, segment
-table), ``ids.bin`` (int64 node ids per segment) and ``rows.bin``.
+A :class:`PackedStore` holds one segment of the pack in memory and reads the next one
+in the background while batches of the current one are served: one sequential read
+per segment, ``O_DIRECT`` where the filesystem allows, into one of two page-aligned
+buffers of the largest segment's size. Rows the pack left to the host cache come from
+a :class:`HostCacheStore` rebuilt from ``hot.bin``.
 """
 
 from __future__ import annotations
 
-import json
 import mmap
 import os
 import time
-from dataclasses import asdict, dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from graphsys._atomic import atomic_directory
-from graphsys._progress import progress_bar
 from graphsys.errors import DatasetError
-from graphsys.samplers.offline import SamplingLog, batch_position
+from graphsys.samplers.offline import batch_position
 from graphsys.storage.base import StoreBase, close_quietly, torch_dtype
-from graphsys.storage.direct import ALIGN
-
-FORMAT = "graphsys.pack"
-VERSION = 1
-
-
-@dataclass
-class PackIndex:
-    """The ``pack.json`` of a pack."""
-
-    format: str
-    version: int
-    fingerprint: str
-    num_rows: int
-    dim: int
-    dtype: str
-    segment_batches: int
-    num_batches: int
-    epochs: list[int]
-    batches_per_epoch: int
-    segment_byte_offsets: list[int]  # into rows.bin, each a multiple of ALIGN
-    segment_id_offsets: list[int]  # into ids.bin, len = segments + 1
-    host_cached: int
-    packed_rows: int
-    packed_bytes: int
-
-    @property
-    def num_segments(self) -> int:
-        return len(self.segment_id_offsets) - 1
-
-    @property
-    def overhead(self) -> float:
-        """Bytes on disk in the pack per byte of the original feature file."""
-        row_bytes = self.dim * np.dtype(self.dtype).itemsize
-        return self.packed_bytes / max(1, self.num_rows * row_bytes)
-
-
-def pack_features(log: SamplingLog, source: Any, out: str | os.PathLike, *,
-                  segment_batches: int = 16, host_cache: Any = None, overwrite: bool = False,
-                  progress: bool = True) -> PackIndex:
-    """Write the rows of each segment of ``log`` contiguously into the pack ``out``.
-
-    ``source`` is any FeatureStore (read segment by segment, so memory stays at one
-    segment's rows); rows that ``host_cache.contains`` are left out of the pack.
-    """
-    if segment_batches < 1:
-        raise ValueError(f"segment_batches must be >= 1, got {segment_batches}")
-    np_dtype = torch.empty(0, dtype=source.dtype).numpy().dtype
-    row_bytes = source.dim * np_dtype.itemsize
-    n_seg = -(-log.num_batches // segment_batches)
-    byte_offsets, id_offsets = [], [0]
-    packed_rows = 0
-    with atomic_directory(out, overwrite=overwrite) as tmp, \
-            open(tmp / "rows.bin", "wb") as rows_file, open(tmp / "ids.bin", "wb") as ids_file, \
-            progress_bar(total=n_seg, desc="packing", unit="segment", enable=progress) as bar:
-        position = 0
-        for s in range(n_seg):
-            lo = log.offsets[s * segment_batches]
-            hi = log.offsets[min(log.num_batches, (s + 1) * segment_batches)]
-            ids = np.unique(log.input_nodes[lo:hi])
-            if host_cache is not None and len(ids):
-                ids = ids[~host_cache.contains(torch.from_numpy(ids)).numpy()]
-            rows = source.read(torch.from_numpy(ids)).numpy() if len(ids) else \
-                np.empty((0, source.dim), np_dtype)
-            byte_offsets.append(position)
-            data = rows.tobytes()
-            pad = -len(data) % ALIGN
-            rows_file.write(data)
-            rows_file.write(b"\0" * pad)
-            position += len(data) + pad
-            ids_file.write(ids.astype(np.int64).tobytes())
-            packed_rows += len(ids)
-            id_offsets.append(packed_rows)
-            bar.update(1)
-        index = PackIndex(FORMAT, VERSION, log.fingerprint, source.num_rows, source.dim,
-                          np_dtype.name, segment_batches, log.num_batches, list(log.epochs),
-                          log.batches_per_epoch, byte_offsets, id_offsets,
-                          0 if host_cache is None else int(len(host_cache.cached_ids)),
-                          packed_rows, packed_rows * row_bytes)
-        (tmp / "pack.json").write_text(json.dumps(asdict(index), indent=1) + "\n")
-    return index
-
-
-def read_pack_index(path: str | os.PathLike) -> PackIndex:
-    path = Path(path)
-    try:
-        data = json.loads((path / "pack.json").read_text())
-        index = PackIndex(**data)
-    except (OSError, ValueError, TypeError) as exc:
-        raise DatasetError(f"{path} is not a readable graphsys pack ({exc}); re-create it "
-                           "with graphsys pack") from exc
-    if index.format != FORMAT or index.version != VERSION:
-        raise DatasetError(f"{path} is a pack of format {index.format} v{index.version}; "
-                           f"this graphsys reads {FORMAT} v{VERSION}; re-pack")
-    row_bytes = index.dim * np.dtype(index.dtype).itemsize
-    expected = 0
-    if index.num_segments:
-        last_rows = index.segment_id_offsets[-1] - index.segment_id_offsets[-2]
-        expected = index.segment_byte_offsets[-1] + -(-last_rows * row_bytes // ALIGN) * ALIGN
-    sizes = {"ids.bin": index.packed_rows * 8, "rows.bin": expected}
-    for name, size in sizes.items():
-        actual = (path / name).stat().st_size if (path / name).is_file() else -1
-        if actual != size:
-            raise DatasetError(f"{path / name} is {actual} bytes, the pack index expects "
-                               f"{size}: the pack is truncated or damaged; re-create it "
-                               "with graphsys pack")
-    return index
+from graphsys.storage.host_cache import HostCacheStore
+from graphsys.storage.packing import PackIndex, batch_digest, read_pack_index
 
 
 class PackedStore(StoreBase):
-    """Serve batch reads from the packed segment of the current batch.
+    """A FeatureStore over a pack, for the batches it was packed for.
 
-    Call :meth:`prepare` with the batch's ``(epoch, index)`` before reading its rows
-    (the DataLoader does); the segment is read whole, with ``O_DIRECT`` when the
-    filesystem allows. Rows the pack left out are served by ``host_cache``.
+    Args:
+        path: the pack directory (``graphsys pack``).
+        source: the full feature store; needed to rebuild the host cache when the pack
+            left hot rows to one (they are read once, in id order).
+        host_cache: an already built host cache instead (must hold the pack's hot rows).
+        fingerprint: the loader's (:func:`loader_fingerprint`); a pack made for other
+            batches is refused.
+        readahead: read segment ``s + 1`` in the background while ``s`` is served.
+
+    Call :meth:`prepare` with each batch's ``(epoch, index, input_nodes)`` before
+    reading its rows (the DataLoader does): it switches segments and checks that the
+    batch is the one that was packed. Reads come from one thread (the loader's).
     """
 
     tier = "packed"
 
-    def __init__(self, path: str | os.PathLike, *, fingerprint: str | None = None,
-                 host_cache: Any = None) -> None:
+    def __init__(self, path: str | os.PathLike, *, source: Any = None, host_cache: Any = None,
+                 fingerprint: str | None = None, readahead: bool = True) -> None:
         self.path = Path(path)
-        self.index = read_pack_index(self.path)
+        self._fd = -1
+        self._pool: ThreadPoolExecutor | None = None
+        self.index: PackIndex = read_pack_index(self.path)
         if fingerprint is not None and fingerprint != self.index.fingerprint:
             raise DatasetError(
                 f"{self.path} was packed for other batches (fingerprint "
                 f"{self.index.fingerprint}, this loader's is {fingerprint}): the dataset, "
                 "seeds, fanouts, batch size, seed or epochs differ; re-pack with the "
                 "training options")
-        np_dtype = np.dtype(self.index.dtype)
-        super().__init__(self.index.num_rows, self.index.dim, torch_dtype(np_dtype))
-        if self.index.host_cached and host_cache is None:
-            raise ValueError(f"{self.path} left {self.index.host_cached} hot rows to a host "
-                             "cache; pass the same host_cache")
-        self.host_cache = host_cache
-        self.np_dtype = np_dtype
+        self.np_dtype = np.dtype(self.index.dtype)
+        super().__init__(self.index.num_rows, self.index.dim, torch_dtype(self.np_dtype))
+        self.host_cache = self._host_cache(source, host_cache)
         self.ids = np.fromfile(self.path / "ids.bin", dtype=np.int64)
-        flags = os.O_RDONLY | getattr(os, "O_DIRECT", 0)
+        self.digests = np.fromfile(self.path / "batches.bin", dtype=np.uint64)
         try:
-            self._fd = os.open(self.path / "rows.bin", flags)
-            self.direct = bool(getattr(os, "O_DIRECT", 0))
-        except OSError:
+            self._fd = os.open(self.path / "rows.bin", os.O_RDONLY | getattr(os, "O_DIRECT", 0))
+            self.direct = hasattr(os, "O_DIRECT")
+        except OSError:  # tmpfs and some others refuse O_DIRECT
             self._fd = os.open(self.path / "rows.bin", os.O_RDONLY)
             self.direct = False
+        size = max((self.index.segment_length(s) for s in range(self.index.num_segments)),
+                   default=0)
+        self._buffers = [mmap.mmap(-1, max(size, mmap.PAGESIZE)) for _ in range(2)]
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="graphsys-pack-read") \
+            if readahead else None
+        self._pending: tuple[int, int, Future] | None = None  # (segment, buffer, read)
         self.segment = -1
+        self._buffer = 0
         self._seg_ids = np.empty(0, np.int64)
         self._seg_rows = torch.empty((0, self.dim), dtype=self.dtype)
 
+    def _host_cache(self, source: Any, host_cache: Any) -> HostCacheStore | None:
+        hot = np.fromfile(self.path / "hot.bin", dtype=np.int64)
+        if not len(hot):
+            return host_cache
+        if host_cache is None:
+            if source is None:
+                raise ValueError(f"{self.path} left {len(hot)} hot rows to a host cache; "
+                                 "pass source= (the dataset's feature store) to load them")
+            return HostCacheStore(source, torch.from_numpy(hot), budget=len(hot) * self.row_bytes)
+        if not np.array_equal(host_cache.cached_ids.numpy(), hot):
+            raise ValueError(f"the host cache passed holds other rows than {self.path} "
+                             "was packed around; pass source= instead and let the store "
+                             "rebuild it")
+        return host_cache
+
+    @property
+    def memory_bytes(self) -> int:
+        """RAM this store holds: host cache plus the two segment buffers."""
+        cache = self.host_cache.nbytes if self.host_cache is not None else 0
+        return cache + sum(len(b) for b in self._buffers)
+
     def segment_of(self, epoch: int, index: int) -> int:
         position = batch_position(self.index.epochs, self.index.batches_per_epoch, epoch, index)
-        return position // self.index.segment_batches
+        if not 0 <= index < self.index.batches_per_epoch:
+            raise KeyError(f"batch {index} is outside the {self.index.batches_per_epoch} "
+                           f"batches per epoch of {self.path}")
+        return int(np.searchsorted(self.index.segment_batch_offsets, position, side="right")) - 1
 
-    def prepare(self, epoch: int, index: int) -> None:
-        """Make the segment holding batch ``index`` of ``epoch`` current (reading it)."""
+    def prepare(self, epoch: int, index: int, input_nodes: Any = None) -> None:
+        """Make the segment of batch ``index`` of ``epoch`` current; check the batch."""
         if int(epoch) not in self.index.epochs:
             raise KeyError(f"epoch {epoch} was not packed (pack has {self.index.epochs}); "
                            "re-pack with more epochs")
+        position = batch_position(self.index.epochs, self.index.batches_per_epoch, epoch, index)
+        if input_nodes is not None:
+            nodes = input_nodes.numpy() if isinstance(input_nodes, torch.Tensor) else \
+                np.asarray(input_nodes)
+            if batch_digest(nodes) != int(self.digests[position]):
+                raise DatasetError(
+                    f"batch {index} of epoch {epoch} is not the batch {self.path} packed: "
+                    "the graph or sampler changed since packing; re-pack")
         seg = self.segment_of(epoch, index)
         if seg != self.segment:
-            self._load(seg)
+            self._switch(seg)
 
-    def _load(self, seg: int) -> None:
+    def _switch(self, seg: int) -> None:
+        waited = time.perf_counter()
+        if self._pending is not None and self._pending[0] == seg:
+            _, buffer, read = self._pending
+            self._pending = None
+            nbytes, seconds = read.result()
+        else:
+            if self._pending is not None:  # a read-ahead of another segment: let it finish
+                self._pending[2].result()
+                self._pending = None
+            buffer = 1 - self._buffer
+            nbytes, seconds = self._read_segment(seg, buffer)
+        self.stats.add_disk(nbytes, seconds)
+        # Time the reader stood waiting for the segment: part of feature loading.
+        self.stats.add(self.tier, 0, 0, time.perf_counter() - waited)
+        rows = self.index.segment_rows(seg)
+        lo = self.index.segment_id_offsets[seg]
+        self.segment, self._buffer = seg, buffer
+        self._seg_ids = self.ids[lo : lo + rows]
+        flat = torch.frombuffer(self._buffers[buffer], dtype=self.dtype,
+                                count=rows * self.dim) if rows else torch.empty(0, dtype=self.dtype)
+        self._seg_rows = flat.view(rows, self.dim)
+        if self._pool is not None and seg + 1 < self.index.num_segments:
+            other = 1 - buffer
+            self._pending = (seg + 1, other,
+                             self._pool.submit(self._read_segment, seg + 1, other))
+
+    def _read_segment(self, seg: int, buffer: int) -> tuple[int, float]:
         start = time.perf_counter()
-        lo, hi = self.index.segment_id_offsets[seg], self.index.segment_id_offsets[seg + 1]
-        nbytes = (hi - lo) * self.row_bytes
-        length = -(-nbytes // ALIGN) * ALIGN
-        rows = torch.empty((hi - lo, self.dim), dtype=self.dtype)
-        disk = 0
-        if length:
-            buf = mmap.mmap(-1, length)
-            try:
-                got = 0
-                with memoryview(buf) as view:
-                    while got < length:
-                        n = os.preadv(self._fd, [view[got:]],
-                                      self.index.segment_byte_offsets[seg] + got)
-                        if n <= 0:
-                            raise DatasetError(f"{self.path / 'rows.bin'} ended early: "
-                                               "the pack is truncated; re-pack")
-                        got += n
-                disk = got
-                array = np.frombuffer(buf, dtype=self.np_dtype, count=(hi - lo) * self.dim)
-                rows.copy_(torch.from_numpy(array.reshape(hi - lo, self.dim)))
-                del array
-            finally:
-                buf.close()
-        self.segment = seg
-        self._seg_ids = self.ids[lo:hi]
-        self._seg_rows = rows
-        self.stats.add("packed-segment-load", 0, 0, time.perf_counter() - start, disk)
+        length = self.index.segment_length(seg)
+        offset = self.index.segment_byte_offsets[seg]
+        got = 0
+        with memoryview(self._buffers[buffer]) as view:
+            while got < length:
+                with view[got:length] as target:
+                    n = os.preadv(self._fd, [target], offset + got)
+                if n <= 0:
+                    raise DatasetError(f"{self.path / 'rows.bin'} ended early: the pack is "
+                                       "truncated; re-pack")
+                got += n
+        return got, time.perf_counter() - start
 
-    def _gather(self, ids: torch.Tensor, out: torch.Tensor) -> None:
+    def read(self, ids: Any, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Rows ``ids`` of the current batch: from its segment, else the host cache."""
+        ids = self._ids(ids)
+        out = self._out(ids.numel(), out)
+        self.stats.reads += 1
+        if not ids.numel():
+            return out
         if self.segment < 0:
             raise RuntimeError("call prepare(epoch, index) before reading from a PackedStore")
+        start = time.perf_counter()
         ids_np = ids.numpy()
-        pos = np.searchsorted(self._seg_ids, ids_np)
-        pos = np.minimum(pos, max(0, len(self._seg_ids) - 1))
-        found = (self._seg_ids[pos] == ids_np) if len(self._seg_ids) else \
-            np.zeros(len(ids_np), bool)
+        found = np.zeros(len(ids_np), bool)
+        if len(self._seg_ids):
+            pos = np.minimum(np.searchsorted(self._seg_ids, ids_np), len(self._seg_ids) - 1)
+            found = self._seg_ids[pos] == ids_np
         found_t = torch.from_numpy(found)
-        if found.any():
+        n_found = int(found.sum())
+        if n_found:
             out[found_t] = self._seg_rows[torch.from_numpy(pos[found])]
-        if not found.all():
+        self.stats.add(self.tier, n_found, n_found * self.row_bytes,
+                       time.perf_counter() - start)
+        if n_found < len(ids_np):
             missing = ~found_t
-            if self.host_cache is None:
-                raise KeyError(f"node {int(ids[missing][0])} is not in segment {self.segment} "
-                               "of the pack: the batch was not in the offline sampling log")
+            if self.host_cache is None or not bool(self.host_cache.contains(ids[missing]).all()):
+                raise KeyError(f"some rows asked are neither in segment {self.segment} of "
+                               f"{self.path} nor in its host cache: the batch was not in the "
+                               "offline sampling log")
+            start = time.perf_counter()
             out[missing] = self.host_cache.read(ids[missing])
+            n = len(ids_np) - n_found
+            self.stats.add(self.host_cache.tier, n, n * self.row_bytes,
+                           time.perf_counter() - start)
+        return out
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from graphsys._progress import progress_bar
+from graphsys._sizes import format_size
 from graphsys.errors import TrainingConfigError
-from graphsys.loader.dataloader import DataLoader
-from graphsys.samplers.neighbor import NeighborSampler
+from graphsys.train.feature_setup import STORAGE_KINDS, open_training_features, train_loader
 from graphsys.train.checkpoint import load_checkpoint, save_checkpoint
 from graphsys.train.inference import layerwise_inference
 
@@ -52,6 +52,9 @@ class TrainConfig:
     eval_every: int = 1
     eval_batch_size: int = 4096
     feature_norm: str = "none"
+    storage: str = "auto"
+    host_cache: int | None = None  # bytes; None = half the available memory
+    pack_dir: str | None = None  # default: <dataset>/packs/<fingerprint>
     device: str = "cpu"
     progress: bool = True
 
@@ -74,6 +77,11 @@ class TrainConfig:
                                       f"one of {', '.join(FEATURE_NORMS)}")
         if self.lr <= 0:
             raise TrainingConfigError(f"lr={self.lr} must be > 0")
+        if self.storage not in STORAGE_KINDS:
+            raise TrainingConfigError(f"storage={self.storage!r} is unknown; choose one of "
+                                      f"{', '.join(STORAGE_KINDS)}")
+        if self.host_cache is not None and self.host_cache < 0:
+            raise TrainingConfigError(f"host_cache={self.host_cache} must be >= 0 bytes")
 
     @property
     def num_layers(self) -> int:
@@ -93,6 +101,8 @@ class EpochMetrics:
     eval_s: float
     seeds_per_s: float
     edges_per_s: float
+    feature_s: float = 0.0  # spent in feature reads (in the loader's thread)
+    disk_bytes: int = 0  # read from disk for features this epoch
 
 
 @dataclass
@@ -164,6 +174,11 @@ class Trainer:
                                       "fix the dataset's train split")
         self.transform = row_normalize if config.feature_norm == "row" else None
         self.in_feats = int(self.features.shape[1])
+        self.loader = train_loader(self.graph, self.train_idx, config, labels=self.labels,
+                                   device=self.device)
+        self.train_features, self.eval_features, self.storage = open_training_features(
+            dataset, config, self.loader, log=self.log)
+        self.loader.features = self.train_features
         self.num_classes = int(dataset.num_classes)
         torch.manual_seed(config.seed)
         self.model = build_model(config.model, self.in_feats, config.hidden, self.num_classes,
@@ -171,11 +186,6 @@ class Trainer:
                                  num_heads=config.num_heads).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr,
                                           weight_decay=config.weight_decay)
-        self.loader = DataLoader(self.graph, self.train_idx,
-                                 NeighborSampler(config.fanouts, seed=config.seed),
-                                 batch_size=config.batch_size, shuffle=True,
-                                 device=self.device, features=self.features,
-                                 labels=self.labels, seed=config.seed)
         self.start_epoch = 0
         self.history: list[EpochMetrics] = []
 
@@ -220,6 +230,9 @@ class Trainer:
         torch.manual_seed(_epoch_seed(self.config.seed, epoch))
         self.model.train()
         self.loader.set_epoch(epoch)
+        stats = getattr(self.train_features, "stats", None)
+        if stats is not None:
+            stats.reset()
         total_loss = correct = seen = edges = 0
         start = time.perf_counter()
         with progress_bar(total=len(self.loader), desc=f"epoch {epoch}", unit="batch",
@@ -250,7 +263,7 @@ class Trainer:
         if not nonempty:
             return [float("nan")] * len(ids_list)
         nodes = np.concatenate(nonempty)
-        logits = layerwise_inference(self.model, self.graph, self.features, nodes=nodes,
+        logits = layerwise_inference(self.model, self.graph, self.eval_features, nodes=nodes,
                                      batch_size=self.config.eval_batch_size,
                                      device=self.device, progress=self.config.progress,
                                      transform=self.transform)
@@ -274,6 +287,9 @@ class Trainer:
                 (self.out_dir / METRICS_NAME).unlink(missing_ok=True)
         for epoch in range(self.start_epoch, c.epochs):
             loss, train_acc, epoch_s, seeds, edges = self.train_epoch(epoch)
+            stats = getattr(self.train_features, "stats", None)
+            feature_s = sum(t.seconds for t in stats.tiers.values()) if stats else 0.0
+            disk_bytes = stats.disk_bytes if stats else 0
             val_acc = test_acc = None
             eval_s = 0.0
             if (epoch + 1) % c.eval_every == 0 or epoch == c.epochs - 1:
@@ -281,7 +297,7 @@ class Trainer:
                 val_acc, test_acc = self.evaluate([self.val_idx, self.test_idx])
                 eval_s = time.perf_counter() - t0
             metrics = EpochMetrics(epoch, loss, train_acc, val_acc, test_acc, epoch_s, eval_s,
-                                   seeds / epoch_s, edges / epoch_s)
+                                   seeds / epoch_s, edges / epoch_s, feature_s, disk_bytes)
             self.history.append(metrics)
             self.log(format_epoch(metrics))
             if self.out_dir is not None:
@@ -304,5 +320,7 @@ def format_epoch(m: EpochMetrics) -> str:
     evals = ""
     if m.val_acc is not None:
         evals = f" | val {m.val_acc:.4f} | test {m.test_acc:.4f} | eval {m.eval_s:.1f}s"
+    disk = f", disk {format_size(m.disk_bytes)}" if m.disk_bytes else ""
     return (f"epoch {m.epoch:3d} | loss {m.loss:.4f} | train {m.train_acc:.4f}{evals} | "
-            f"{m.epoch_s:.2f}s ({m.seeds_per_s:,.0f} seeds/s, {m.edges_per_s:,.0f} edges/s)")
+            f"{m.epoch_s:.2f}s ({m.seeds_per_s:,.0f} seeds/s, {m.edges_per_s:,.0f} edges/s; "
+            f"features {m.feature_s:.2f}s{disk})")

@@ -64,35 +64,107 @@ def test_tiered_store_is_exact_and_stats_add_up(setup) -> None:
     assert s.disk_bytes > 0 and tiered.read([]).shape == (0, DIM)
 
 
+def _loader(graph, **kw):
+    args = dict(batch_size=64, shuffle=True, seed=5)
+    args.update(kw)
+    return graphsys.DataLoader(graph, torch.arange(0, N, 3), graphsys.NeighborSampler([4, 3]),
+                               **args)
+
+
 @pytest.mark.parametrize("use_cache", [False, True])
 def test_packed_store_reproduces_every_logged_batch(setup, tmp_path, use_cache) -> None:
     graph, feats, disk = setup
-    loader = graphsys.DataLoader(graph, torch.arange(0, N, 3), graphsys.NeighborSampler([4, 3]),
-                                 batch_size=64, shuffle=True, seed=5)
-    log = offline_sample(loader, epochs=[0, 1])
-    assert log.num_batches == 2 * len(loader)
+    log = offline_sample(_loader(graph), epochs=[0, 1])
+    assert log.num_batches == 2 * len(_loader(graph))
     cache = None
     if use_cache:
         counts = np.bincount(log.input_nodes, minlength=N)
         cache = HostCacheStore(disk, hotness_order(counts), budget=200 * DIM * 4)
-    index = pack_features(log, disk, tmp_path / "pack", segment_batches=3, host_cache=cache,
-                          progress=False)
-    assert index.num_segments == -(-log.num_batches // 3)
+    segment_bytes = 1500 * DIM * 4
+    index = pack_features(log, disk, tmp_path / "pack", segment_bytes=segment_bytes,
+                          host_cache=cache, chunk_bytes=300 * DIM * 4, progress=False)
+    # Segments are consecutive batches whose distinct uncached rows fit the limit.
+    offsets = index.segment_batch_offsets
+    assert offsets[0] == 0 and offsets[-1] == log.num_batches and 1 < index.num_segments
+    ids = np.fromfile(tmp_path / "pack" / "ids.bin", dtype=np.int64)
+    for s in range(index.num_segments):
+        want = np.unique(np.concatenate([log.batch(b) for b in range(offsets[s], offsets[s + 1])]))
+        if cache is not None:
+            want = want[~cache.cached_mask()[want]]
+        got = ids[index.segment_id_offsets[s] : index.segment_id_offsets[s + 1]]
+        assert np.array_equal(got, want) and len(got) * DIM * 4 <= segment_bytes
     assert index.overhead > 0
-    store = PackedStore(tmp_path / "pack", fingerprint=log.fingerprint, host_cache=cache)
+    store = PackedStore(tmp_path / "pack", source=disk, fingerprint=log.fingerprint)
     # Training sees exactly the packed batches, with bitwise-equal features.
     feats_t = torch.from_numpy(feats)
-    loader_packed = graphsys.DataLoader(graph, torch.arange(0, N, 3),
-                                        graphsys.NeighborSampler([4, 3]), batch_size=64,
-                                        shuffle=True, seed=5, features=store)
+    loader_packed = _loader(graph, features=store)
     for epoch in (0, 1):
         loader_packed.set_epoch(epoch)
         for i, (inp, _out, blocks) in enumerate(loader_packed):
             assert np.array_equal(inp.numpy(), log.batch(log.position(epoch, i)))
             assert torch.equal(blocks[0].srcdata["feat"], feats_t[inp])
-    # Segments are read whole: disk bytes are the packed bytes plus alignment padding.
-    packed_bytes = index.packed_rows * DIM * 4
-    assert packed_bytes <= store.stats.disk_bytes <= packed_bytes + index.num_segments * 4096
+    # Stats add up: rows and bytes per tier sum to what was returned.
+    s = store.stats
+    assert s.rows_returned == len(log.input_nodes) == sum(t.rows for t in s.tiers.values())
+    assert s.bytes_returned == len(log.input_nodes) * DIM * 4
+    assert ("host" in s.tiers and s.tiers["host"].rows > 0) == use_cache
+    if use_cache:
+        assert s.tiers["host"].rows == int(cache.contains(torch.from_numpy(log.input_nodes)).sum())
+    # Each segment is read once, whole: disk bytes are rows.bin, padding included.
+    assert s.disk_bytes == index.rows_file_bytes
+    # A batch that differs from the packed one is refused, not silently served.
+    with pytest.raises(DatasetError, match="not the batch"):
+        store.prepare(0, 0, log.batch(1))
+
+
+def test_budget_smaller_than_one_batch_is_refused(setup, tmp_path) -> None:
+    graph, _feats, disk = setup
+    log = offline_sample(_loader(graph))
+    biggest = max(len(b) for b in log) * DIM * 4
+    with pytest.raises(graphsys.errors.BudgetError, match="smaller than one batch"):
+        pack_features(log, disk, tmp_path / "pack", segment_bytes=biggest - 1, progress=False)
+    assert not (tmp_path / "pack").exists()
+    pack_features(log, disk, tmp_path / "pack", segment_bytes=biggest, progress=False)
+
+
+class _FailingSource:
+    """Forwards to a store, raising on the ``fail_at``-th read (a killed packer)."""
+
+    def __init__(self, store, fail_at: int | None) -> None:
+        self.store, self.fail_at, self.reads = store, fail_at, 0
+        self.num_rows, self.dim, self.dtype = store.num_rows, store.dim, store.dtype
+
+    def read(self, ids, out=None):
+        self.reads += 1
+        if self.reads == self.fail_at:
+            raise KeyboardInterrupt("killed")
+        return self.store.read(ids, out)
+
+
+def test_killed_pack_leaves_nothing_usable_and_resumes(setup, tmp_path) -> None:
+    graph, _feats, disk = setup
+    log = offline_sample(_loader(graph), epochs=[0, 1])
+    kw = dict(segment_bytes=1500 * DIM * 4, chunk_bytes=200 * DIM * 4, progress=False)
+    pack_features(log, disk, tmp_path / "clean", **kw)
+    failing = _FailingSource(disk, fail_at=4)
+    with pytest.raises(KeyboardInterrupt):
+        pack_features(log, failing, tmp_path / "pack", **kw)
+    assert not (tmp_path / "pack").exists() and (tmp_path / ".pack.packing").is_dir()
+    with pytest.raises(DatasetError, match="never finished"):
+        PackedStore(tmp_path / "pack")
+    resumed = _FailingSource(disk, fail_at=None)
+    pack_features(log, resumed, tmp_path / "pack", **kw)
+    chunks = -(-N // 200)
+    assert resumed.reads == chunks - 3  # the three chunks done before the kill are kept
+    for name in ("pack.json", "ids.bin", "rows.bin", "hot.bin", "batches.bin"):
+        assert (tmp_path / "pack" / name).read_bytes() == (tmp_path / "clean" / name).read_bytes()
+    assert not (tmp_path / ".pack.packing").exists()
+    # A killed run whose plan no longer matches is restarted, not resumed.
+    with pytest.raises(KeyboardInterrupt):
+        pack_features(log, _FailingSource(disk, 2), tmp_path / "p2", **kw)
+    restarted = _FailingSource(disk, fail_at=None)
+    pack_features(log, restarted, tmp_path / "p2", **{**kw, "segment_bytes": 3000 * DIM * 4})
+    assert restarted.reads == chunks
 
 
 def test_pack_refuses_other_loaders_and_truncation(setup, tmp_path) -> None:
@@ -114,6 +186,13 @@ def test_pack_refuses_other_loaders_and_truncation(setup, tmp_path) -> None:
         PackedStore(tmp_path / "pack")
     with pytest.raises(graphsys.DatasetExistsError):
         pack_features(log, disk, tmp_path / "pack", progress=False)
+    pack_features(log, disk, tmp_path / "pack", progress=False, overwrite=True)
+    PackedStore(tmp_path / "pack")
+    import fcntl
+    with open(tmp_path / ".p3.lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(DatasetError, match="another graphsys pack"):
+            pack_features(log, disk, tmp_path / "p3", progress=False)
 
 
 def test_tensor_store_in_a_tier(setup) -> None:

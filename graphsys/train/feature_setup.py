@@ -1,0 +1,136 @@
+"""Choose and build the feature store a training run reads, packing when it must.
+
+``--storage`` picks how features reach the loader:
+
+- ``memory``: every row in RAM (small graphs);
+- ``mmap``: the raw file memory-mapped, as DGL/PyG scripts index it;
+- ``direct``: a host cache of the rows a presampled epoch reads most, then ``O_DIRECT``
+  reads of the rest (:class:`TieredStore`);
+- ``zarr``: host cache, then the zarr chunks;
+- ``packed``: DiskGNN packing of every training epoch's batches
+  (:mod:`graphsys.storage.packing`), made on first use and found again by fingerprint;
+- ``auto`` (default): ``memory`` when the features fit the host-cache budget,
+  ``packed`` otherwise.
+
+The host-cache budget (``--host-cache``, default half the available memory) bounds
+the feature rows graphsys holds in RAM. A packed run spends ``1/8`` of it (at most
+256 MiB) per segment buffer, two of them, and the rest on hot rows.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from graphsys._sizes import format_size
+from graphsys.errors import TrainingConfigError
+from graphsys.loader.dataloader import DataLoader
+from graphsys.samplers.neighbor import NeighborSampler
+from graphsys.samplers.offline import loader_fingerprint, offline_sample
+from graphsys.storage.host_cache import HostCacheStore, default_host_budget, hotness_order
+from graphsys.storage.open import disk_source, feature_bytes, open_features
+from graphsys.storage.packed import PackedStore
+from graphsys.storage.packing import DEFAULT_SEGMENT_BYTES, pack_features, pack_summary
+from graphsys.storage.tiered import TieredStore
+
+STORAGE_KINDS = ("auto", "memory", "mmap", "direct", "zarr", "packed")
+
+
+def train_loader(graph: Any, train_idx: np.ndarray, config: Any, *,
+                 labels: Any = None, features: Any = None,
+                 device: torch.device | str = "cpu") -> DataLoader:
+    """The training loader of ``config``: the one batches are packed for, and trained on."""
+    return DataLoader(graph, train_idx, NeighborSampler(config.fanouts, seed=config.seed),
+                      batch_size=config.batch_size, shuffle=True, device=device,
+                      features=features, labels=labels, seed=config.seed)
+
+
+def budget_of(config: Any) -> int:
+    return default_host_budget() if config.host_cache is None else int(config.host_cache)
+
+
+def split_budget(budget: int) -> tuple[int, int]:
+    """``(host cache bytes, segment bytes)`` of a packed run within ``budget``."""
+    segment = min(DEFAULT_SEGMENT_BYTES, budget // 8)
+    return budget - 2 * segment, segment
+
+
+def access_counts(loader: DataLoader, epochs: Sequence[int], num_rows: int,
+                  progress: bool = False) -> tuple[np.ndarray, Any]:
+    """How often each row is read over ``epochs`` of ``loader`` (and the sampling log)."""
+    log = offline_sample(loader, epochs, progress=progress)
+    return np.bincount(log.input_nodes, minlength=num_rows), log
+
+
+def hot_cache(source: Any, counts: np.ndarray, budget: int) -> HostCacheStore:
+    """A host cache of the most-read rows (never-read rows are not worth a byte)."""
+    order = hotness_order(counts)
+    return HostCacheStore(source, order[: int((counts > 0).sum())], budget)
+
+
+def default_pack_dir(dataset: Any, fingerprint: str) -> Path:
+    return Path(dataset.root) / "packs" / fingerprint[:16]
+
+
+def pack_for_training(dataset: Any, config: Any, *, out: str | os.PathLike | None = None,
+                      overwrite: bool = False, restart: bool = False,
+                      log: Callable[[str], None] = print) -> Path:
+    """Sample every epoch of ``config`` offline and pack its batches; return the pack."""
+    loader = train_loader(dataset.graph, np.asarray(dataset.train_idx, dtype=np.int64), config)
+    epochs = list(range(config.epochs))
+    budget = budget_of(config)
+    cache_budget, segment = split_budget(budget)
+    counts, sampling_log = access_counts(loader, epochs, loader.graph.num_nodes(),
+                                         progress=config.progress)
+    out = Path(out) if out is not None else default_pack_dir(dataset, sampling_log.fingerprint)
+    source = disk_source(dataset)
+    cache = hot_cache(source, counts, cache_budget)
+    log(f"packing {len(epochs)} epoch(s), {sampling_log.num_batches} batches, into {out}: "
+        f"host cache {format_size(cache.nbytes)} ({len(cache.cached_ids):,} hot rows), "
+        f"segments up to {format_size(segment)}")
+    index = pack_features(sampling_log, source, out, segment_bytes=segment, host_cache=cache,
+                          overwrite=overwrite, restart=restart, progress=config.progress)
+    s = pack_summary(index)
+    log(f"packed {s['segments']} segments, {s['packed_rows']:,} rows, "
+        f"{format_size(s['rows_file_bytes'])} on disk = {s['overhead']:.2f}x the features "
+        f"({format_size(s['feature_bytes'])})")
+    return out
+
+
+def open_training_features(dataset: Any, config: Any, loader: DataLoader, *,
+                           log: Callable[[str], None] = print) -> tuple[Any, Any, str]:
+    """``(store for training batches, store for evaluation, kind used)``."""
+    kind = config.storage
+    if not hasattr(dataset, "manifest"):  # an in-memory dataset object
+        if kind not in ("auto", "memory"):
+            raise TrainingConfigError(f"--storage {kind} needs a dataset directory; this "
+                                      "dataset only has in-memory features")
+        return dataset.features, dataset.features, "memory"
+    budget = budget_of(config)
+    if kind == "auto":
+        kind = "memory" if feature_bytes(dataset) <= budget else "packed"
+        log(f"features {format_size(feature_bytes(dataset))}, host-cache budget "
+            f"{format_size(budget)}: storage {kind}")
+    if kind in ("memory", "mmap"):
+        store = open_features(dataset, kind)
+        return store, store, kind
+    source = disk_source(dataset) if kind != "zarr" else open_features(dataset, "zarr")
+    if kind in ("direct", "zarr"):
+        counts, _ = access_counts(loader, [0], source.num_rows)
+        return TieredStore([hot_cache(source, counts, budget), source]), source, kind
+    fingerprint = loader_fingerprint(loader, range(config.epochs))
+    path = Path(config.pack_dir) if config.pack_dir else default_pack_dir(dataset, fingerprint)
+    if not (path / "pack.json").is_file():
+        pack_for_training(dataset, config, out=path, log=log)
+    store = PackedStore(path, source=source, fingerprint=fingerprint)
+    if store.memory_bytes > budget:
+        raise TrainingConfigError(
+            f"{path} needs {format_size(store.memory_bytes)} of RAM (host cache and segment "
+            f"buffers), more than --host-cache {format_size(budget)}; re-pack with this "
+            "budget (graphsys pack --host-cache ...)")
+    return store, source, kind
