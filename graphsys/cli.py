@@ -35,31 +35,75 @@ def _fanouts(text: str) -> tuple[int, ...]:
     return values
 
 
+def _size(text: str) -> int:
+    from graphsys._sizes import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size such as 2GB or 512MiB "
+                                         f"({exc})") from None
+
+
+def _add_storage_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host-cache", type=_size, default=None,
+                        help="RAM budget for feature rows, e.g. 2GB (default: half the "
+                             "available memory)")
+    parser.add_argument("--pack", type=Path, default=None,
+                        help="pack directory (default <dataset>/packs/<fingerprint>)")
+
+
+def _add_loader_options(parser: argparse.ArgumentParser, d: object) -> None:
+    parser.add_argument("--fanouts", type=_fanouts, default=d.fanouts,
+                        help="neighbours sampled per layer, input layer first; -1 = all "
+                             "(default 10,10; one per layer)")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument("--epochs", type=int, default=d.epochs)
+    parser.add_argument("--seed", type=int, default=d.seed)
+
+
+def _add_pack_parser(commands: argparse._SubParsersAction) -> None:
+    from graphsys.train.trainer import TrainConfig
+
+    d = TrainConfig()
+    pack = commands.add_parser(
+        "pack", help="sample training epochs offline and pack their feature rows on disk "
+                     "(DiskGNN), for graphsys train --storage packed")
+    pack.add_argument("path", type=Path, help="dataset directory")
+    _add_loader_options(pack, d)
+    _add_storage_options(pack)
+    pack.add_argument("--overwrite", action="store_true", help="replace an existing pack")
+    pack.add_argument("--restart", action="store_true",
+                      help="discard an interrupted pack's work instead of resuming it")
+    pack.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
 def _add_train_parser(commands: argparse._SubParsersAction) -> None:
+    from graphsys.train.feature_setup import STORAGE_KINDS
     from graphsys.train.trainer import FEATURE_NORMS, MODELS, TrainConfig
 
     d = TrainConfig()
     train = commands.add_parser("train", help="train a GNN mini-batch on a dataset")
     train.add_argument("path", type=Path, help="dataset directory (graphsys prepare ...)")
     train.add_argument("--model", choices=MODELS, default=d.model)
-    train.add_argument("--fanouts", type=_fanouts, default=d.fanouts,
-                       help="neighbours sampled per layer, input layer first; -1 = all "
-                            "(default 10,10; one per layer)")
+    _add_loader_options(train, d)
     train.add_argument("--layers", type=int, default=None,
                        help="number of GNN layers (must equal the number of fanouts)")
     train.add_argument("--hidden", type=int, default=d.hidden)
     train.add_argument("--heads", type=int, default=d.num_heads, help="GAT attention heads")
-    train.add_argument("--batch-size", type=int, default=d.batch_size)
-    train.add_argument("--epochs", type=int, default=d.epochs)
     train.add_argument("--lr", type=float, default=d.lr)
     train.add_argument("--weight-decay", type=float, default=d.weight_decay)
     train.add_argument("--dropout", type=float, default=d.dropout)
     train.add_argument("--feature-norm", choices=FEATURE_NORMS, default=d.feature_norm,
                        help="row: scale feature rows to sum 1 (bag-of-words features)")
-    train.add_argument("--seed", type=int, default=d.seed)
     train.add_argument("--eval-every", type=int, default=d.eval_every,
                        help="evaluate on val/test every N epochs")
     train.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
+    _add_storage_options(train)
+    train.add_argument("--storage", choices=STORAGE_KINDS, default=d.storage,
+                       help="where training reads features: auto (memory if they fit the "
+                            "host-cache budget, else packed), memory, mmap, direct "
+                            "(host cache + O_DIRECT), zarr, packed (DiskGNN; packs on first use)")
     train.add_argument("--device", default=d.device, help="cpu, cuda or cuda:N")
     train.add_argument("--out", type=Path, default=None,
                        help="run directory for metrics.jsonl and checkpoint.pt")
@@ -116,6 +160,7 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print the manifest as JSON")
 
     _add_train_parser(commands)
+    _add_pack_parser(commands)
 
     verify = commands.add_parser("verify", help="recompute a dataset's checksums")
     verify.add_argument("path", type=Path)
@@ -233,6 +278,8 @@ def _train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, epochs=args.epochs, lr=args.lr,
         weight_decay=args.weight_decay, dropout=args.dropout, feature_norm=args.feature_norm,
         seed=args.seed, eval_every=args.eval_every, eval_batch_size=args.eval_batch_size,
+        storage=args.storage, host_cache=args.host_cache,
+        pack_dir=None if args.pack is None else str(args.pack),
         device=args.device, progress=not args.no_progress)
     dataset = load_dataset(args.path)
     print(f"{dataset.name}: {dataset.graph.num_nodes():,} nodes, "
@@ -247,10 +294,30 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pack(args: argparse.Namespace) -> int:
+    from graphsys.graph.dataset import load_dataset
+    from graphsys.train.feature_setup import pack_for_training
+    from graphsys.train.trainer import TrainConfig
+
+    config = TrainConfig(fanouts=args.fanouts, batch_size=args.batch_size, epochs=args.epochs,
+                         seed=args.seed, host_cache=args.host_cache, storage="packed",
+                         progress=not args.no_progress)
+    started = time.perf_counter()
+    out = pack_for_training(load_dataset(args.path), config, out=args.pack,
+                            overwrite=args.overwrite, restart=args.restart,
+                            log=lambda line: print(line, flush=True))
+    print(f"wrote {out} in {time.perf_counter() - started:.1f}s; train with: graphsys train "
+          f"{args.path} --storage packed --fanouts {','.join(map(str, args.fanouts))} "
+          f"--batch-size {args.batch_size} --epochs {args.epochs} --seed {args.seed}"
+          + (f" --pack {args.pack}" if args.pack is not None else ""))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``graphsys`` command."""
     args = _parser().parse_args(argv)
-    handlers = {"prepare": _prepare, "info": _info, "verify": _verify, "train": _train}
+    handlers = {"prepare": _prepare, "info": _info, "verify": _verify, "train": _train,
+                "pack": _pack}
     try:
         return handlers[args.command](args)
     except GraphsysError as exc:

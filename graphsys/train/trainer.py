@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from graphsys._progress import progress_bar
 from graphsys._sizes import format_size
 from graphsys.errors import TrainingConfigError
-from graphsys.train.feature_setup import STORAGE_KINDS, open_training_features, train_loader
 from graphsys.train.checkpoint import load_checkpoint, save_checkpoint
+from graphsys.train.feature_setup import STORAGE_KINDS, open_training_features, train_loader
 from graphsys.train.inference import layerwise_inference
 
 CHECKPOINT_NAME = "checkpoint.pt"
