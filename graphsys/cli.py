@@ -97,7 +97,7 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--feature-norm", choices=FEATURE_NORMS, default=d.feature_norm,
                        help="row: scale feature rows to sum 1 (bag-of-words features)")
     train.add_argument("--eval-every", type=int, default=d.eval_every,
-                       help="evaluate on val/test every N epochs")
+                       help="evaluate on val/test every N epochs (0: never)")
     train.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
     _add_storage_options(train)
     train.add_argument("--storage", choices=STORAGE_KINDS, default=d.storage,

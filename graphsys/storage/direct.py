@@ -33,8 +33,9 @@ def _copy_rows(buf, positions, row_bytes, out):
 
 
 @numba.njit(nogil=True, cache=True)
-def _runs(first_block, last_block, max_blocks):
-    """Merge sorted block ranges ``[first, last]`` into runs of at most ``max_blocks``."""
+def _runs(first_block, last_block, max_blocks, max_gap):
+    """Merge sorted block ranges ``[first, last]`` into runs of at most ``max_blocks``,
+    bridging gaps of up to ``max_gap`` unwanted blocks."""
     n = first_block.shape[0]
     starts = np.empty(n, np.int64)
     ends = np.empty(n, np.int64)
@@ -42,7 +43,7 @@ def _runs(first_block, last_block, max_blocks):
     start, end = first_block[0], last_block[0]
     for i in range(1, n):
         f, last = first_block[i], last_block[i]
-        if f <= end + 1 and last - start < max_blocks:
+        if f <= end + 1 + max_gap and last - start < max_blocks:
             end = max(end, last)
         else:
             starts[count], ends[count] = start, end
@@ -60,6 +61,11 @@ class DirectFileStore(StoreBase):
         num_rows, dim, dtype: its shape and element type.
         threads: concurrent read requests.
         max_run: the longest single read, in bytes.
+        max_gap: bytes of unwanted data one read may bridge to save a request (on a
+            device doing R random reads/s at B bytes/s, gaps under B/R are cheaper to
+            read than to skip); 0 reads only blocks that hold asked rows. The default,
+            32 KiB, halved the time of 150k random rows on the SSD of bench/out_of_core.py
+            (at 3x the bytes).
 
     Where the filesystem refuses ``O_DIRECT`` (tmpfs), reads go through the page cache
     with the file's cached pages dropped first (``posix_fadvise(DONTNEED)``) and
@@ -69,11 +75,15 @@ class DirectFileStore(StoreBase):
     tier = "direct"
 
     def __init__(self, path: str | os.PathLike, num_rows: int, dim: int,
-                 dtype: np.dtype | str, *, threads: int = 16, max_run: int = 1 << 20) -> None:
+                 dtype: np.dtype | str, *, threads: int = 16, max_run: int = 1 << 20,
+                 max_gap: int = 32 << 10) -> None:
         super().__init__(num_rows, dim, torch_dtype(dtype))
         self.path = Path(path)
         self.file_size = check_row_file(self.path, num_rows, dim, np.dtype(dtype))
         self.max_blocks = max(1, max_run // ALIGN)
+        if max_gap < 0:
+            raise ValueError(f"max_gap must be >= 0 bytes, got {max_gap}")
+        self.max_gap = max_gap // ALIGN
         try:
             self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_DIRECT", 0))
             self.direct = hasattr(os, "O_DIRECT")
@@ -100,7 +110,7 @@ class DirectFileStore(StoreBase):
         rb = self.row_bytes
         byte_start = rows * rb
         starts, ends = _runs(byte_start // ALIGN, (byte_start + rb - 1) // ALIGN,
-                             self.max_blocks)
+                             self.max_blocks, self.max_gap)
         lengths = (ends - starts + 1) * ALIGN
         offsets = np.zeros(len(starts) + 1, np.int64)
         np.cumsum(lengths, out=offsets[1:])

@@ -94,7 +94,8 @@ def pack_for_training(dataset: Any, config: Any, *, out: str | os.PathLike | Non
         f"host cache {format_size(cache.nbytes)} ({len(cache.cached_ids):,} hot rows), "
         f"segments up to {format_size(segment)}")
     index = pack_features(sampling_log, source, out, segment_bytes=segment, host_cache=cache,
-                          overwrite=overwrite, restart=restart, progress=config.progress)
+                          overwrite=overwrite, restart=restart, chunk_bytes=segment,
+                          progress=config.progress)
     s = pack_summary(index)
     log(f"packed {s['segments']} segments, {s['packed_rows']:,} rows, "
         f"{format_size(s['rows_file_bytes'])} on disk = {s['overhead']:.2f}x the features "

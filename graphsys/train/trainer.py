@@ -66,10 +66,11 @@ class TrainConfig:
         if not self.fanouts or any(f < 1 and f != -1 for f in self.fanouts):
             raise TrainingConfigError(f"fanouts={list(self.fanouts)} is invalid: pass one "
                                       "positive fanout (or -1 for all) per layer, e.g. 10,10")
-        for name in ("hidden", "batch_size", "epochs", "num_heads", "eval_every",
-                     "eval_batch_size"):
+        for name in ("hidden", "batch_size", "epochs", "num_heads", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise TrainingConfigError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.eval_every < 0:
+            raise TrainingConfigError(f"eval_every={self.eval_every} must be >= 0 (0: never)")
         if not 0 <= self.dropout < 1:
             raise TrainingConfigError(f"dropout={self.dropout} must be in [0, 1)")
         if self.feature_norm not in FEATURE_NORMS:
@@ -292,7 +293,7 @@ class Trainer:
             disk_bytes = stats.disk_bytes if stats else 0
             val_acc = test_acc = None
             eval_s = 0.0
-            if (epoch + 1) % c.eval_every == 0 or epoch == c.epochs - 1:
+            if c.eval_every and ((epoch + 1) % c.eval_every == 0 or epoch == c.epochs - 1):
                 t0 = time.perf_counter()
                 val_acc, test_acc = self.evaluate([self.val_idx, self.test_idx])
                 eval_s = time.perf_counter() - t0

@@ -36,6 +36,7 @@ def _stores(tmp_path: Path, src: np.ndarray) -> list:
     return [TensorStore(torch.from_numpy(src.copy())),
             MmapStore(path, ROWS, src.shape[1], src.dtype),
             DirectFileStore(path, ROWS, src.shape[1], src.dtype, threads=4, max_run=3 * ALIGN),
+            DirectFileStore(path, ROWS, src.shape[1], src.dtype, threads=2, max_gap=2 * ALIGN),
             ZarrStore(z)]
 
 
@@ -98,7 +99,10 @@ def test_wrong_file_size_is_refused(tmp_path: Path) -> None:
 
 
 def test_runs_merge_adjacent_blocks_up_to_the_limit() -> None:
-    starts, ends = _runs(np.array([0, 1, 1, 5, 6, 20]), np.array([0, 1, 2, 5, 7, 20]), 4)
+    starts, ends = _runs(np.array([0, 1, 1, 5, 6, 20]), np.array([0, 1, 2, 5, 7, 20]), 4, 0)
     assert starts.tolist() == [0, 5, 20] and ends.tolist() == [2, 7, 20]
-    starts, ends = _runs(np.arange(10), np.arange(10), 4)
+    starts, ends = _runs(np.arange(10), np.arange(10), 4, 0)
     assert starts.tolist() == [0, 4, 8] and ends.tolist() == [3, 7, 9]
+    # Gaps of up to max_gap blocks are bridged (blocks 3-4 are read, 8-19 are not).
+    starts, ends = _runs(np.array([0, 5, 20]), np.array([2, 7, 20]), 16, 2)
+    assert starts.tolist() == [0, 20] and ends.tolist() == [7, 20]
