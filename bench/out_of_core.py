@@ -166,9 +166,10 @@ def plot(result: dict, path: Path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     bars = ax1.bar(names, epoch_s, color=["#999", "#ccc", "#4a7", "#27c"][: len(names)])
     ax1.set_yscale("log")
+    ax1.set_ylim(top=max(epoch_s) * 5)  # room for the labels above the bars
     ax1.set_ylabel("feature loading per epoch (s, log)")
     base = result["contenders"]["mmap"]["epoch_s"]
-    for bar, s, a in zip(bars, epoch_s, amp):
+    for bar, s, a in zip(bars, epoch_s, amp, strict=True):
         ax1.annotate(f"{base / s:.1f}x\namp {a:.2f}", (bar.get_x() + bar.get_width() / 2, s),
                      ha="center", va="bottom", fontsize=8)
     c = result["config"]
@@ -204,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loss-steps", type=int, default=8)
     parser.add_argument("--skip-warm", action="store_true", help="skip the mmap-warm context run")
     parser.add_argument("--quick", action="store_true",
-                        help="200k nodes, 2M edges, 24 MB budget, fanouts 5,5, batch 256: a smoke run")
+                        help="200k nodes, 2M edges, 24 MB budget, fanouts 5,5, batch 256")
     parser.add_argument("--out", type=Path, default=RESULTS / "out_of_core.json")
     args = parser.parse_args(argv)
     if args.quick:

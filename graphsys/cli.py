@@ -289,8 +289,11 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume:
         print(f"resuming at epoch {trainer.resume()}", flush=True)
     result = trainer.fit()
-    print(f"final test accuracy {result.test_acc:.4f} (best val {result.best_val_acc:.4f} "
-          f"at epoch {result.best_epoch})")
+    if result.best_epoch < 0:
+        print("trained without evaluation (--eval-every 0)")
+    else:
+        print(f"final test accuracy {result.test_acc:.4f} (best val "
+              f"{result.best_val_acc:.4f} at epoch {result.best_epoch})")
     return 0
 
 

@@ -27,7 +27,7 @@ class HostCacheStore(StoreBase):
         source: the store the rows are loaded from (once, in batches, at construction).
         hot_ids: node ids ordered from hottest down (e.g. by pre-sampled access counts).
         budget: bytes of feature rows to hold; default :func:`default_host_budget`.
-        load_batch: rows read from ``source`` per request while filling.
+        load_bytes: bytes of rows read from ``source`` per request while filling.
 
     ``contains(ids)`` says which ids are cached; ``read`` serves only cached ids.
     """
@@ -35,7 +35,7 @@ class HostCacheStore(StoreBase):
     tier = "host"
 
     def __init__(self, source: Any, hot_ids: Any, budget: int | None = None, *,
-                 load_batch: int = 262144) -> None:
+                 load_bytes: int = 32 << 20) -> None:
         super().__init__(source.num_rows, source.dim, source.dtype)
         budget = default_host_budget() if budget is None else int(budget)
         if budget < 0:
@@ -52,6 +52,7 @@ class HostCacheStore(StoreBase):
         self.rows = torch.empty((capacity, self.dim), dtype=self.dtype)
         # Filled in id order, so a disk source reads long runs rather than random rows.
         order = torch.argsort(self.cached_ids)
+        load_batch = max(1, load_bytes // self.row_bytes)
         for start in range(0, capacity, load_batch):
             chunk = order[start : start + load_batch]
             self.rows[chunk] = source.read(self.cached_ids[chunk])

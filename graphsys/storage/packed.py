@@ -68,6 +68,7 @@ class PackedStore(StoreBase):
         host_cache: an already built host cache instead (must hold the pack's hot rows).
         fingerprint: the loader's (:func:`loader_fingerprint`); a pack made for other
             batches is refused.
+        source_id: the features' identity; a pack of other features is refused.
         readahead: read segment ``s + 1`` in the background while ``s`` is served.
 
     Call :meth:`prepare` with each batch's ``(epoch, index, input_nodes)`` before
@@ -78,7 +79,8 @@ class PackedStore(StoreBase):
     tier = "packed"
 
     def __init__(self, path: str | os.PathLike, *, source: Any = None, host_cache: Any = None,
-                 fingerprint: str | None = None, readahead: bool = True) -> None:
+                 fingerprint: str | None = None, source_id: str | None = None,
+                 readahead: bool = True) -> None:
         self.path = Path(path)
         self._fd = -1
         self._pool: ThreadPoolExecutor | None = None
@@ -89,6 +91,10 @@ class PackedStore(StoreBase):
                 f"{self.index.fingerprint}, this loader's is {fingerprint}): the dataset, "
                 "seeds, fanouts, batch size, seed or epochs differ; re-pack with the "
                 "training options")
+        if source_id and self.index.source_id and source_id != self.index.source_id:
+            raise DatasetError(f"{self.path} was packed from other features (source "
+                               f"{self.index.source_id[:12]}, these are {source_id[:12]}); "
+                               "re-pack")
         self.np_dtype = np.dtype(self.index.dtype)
         super().__init__(self.index.num_rows, self.index.dim, torch_dtype(self.np_dtype))
         self.host_cache = self._host_cache(source, host_cache)

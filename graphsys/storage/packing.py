@@ -67,6 +67,7 @@ class PackIndex:
     host_cached: int  # rows left to the host cache (their ids in hot.bin)
     packed_rows: int
     rows_file_bytes: int
+    source_id: str = ""  # identity of the feature data (e.g. its sha256), if given
 
     @property
     def num_segments(self) -> int:
@@ -173,7 +174,8 @@ def _write_file(path: Path, data: bytes) -> None:
 def pack_features(log: SamplingLog, source: Any, out: str | os.PathLike, *,
                   segment_bytes: int = DEFAULT_SEGMENT_BYTES, host_cache: Any = None,
                   overwrite: bool = False, restart: bool = False,
-                  chunk_bytes: int = DEFAULT_CHUNK_BYTES, progress: bool = True) -> PackIndex:
+                  chunk_bytes: int = DEFAULT_CHUNK_BYTES, source_id: str = "",
+                  progress: bool = True) -> PackIndex:
     """Pack the rows of ``log``'s batches from ``source`` into the directory ``out``.
 
     Args:
@@ -186,13 +188,15 @@ def pack_features(log: SamplingLog, source: Any, out: str | os.PathLike, *,
         overwrite: replace an existing pack at ``out``.
         restart: discard an interrupted run's work instead of resuming it.
         chunk_bytes: source rows read per step (bounds memory with ``segment_bytes``).
+        source_id: names the feature data (a checksum); training from other features
+            is then refused.
     """
     out = Path(out)
     if out.exists() and not overwrite:
         raise DatasetExistsError(f"pack {out} already exists; pass --overwrite to replace it "
                                  "or choose another --out")
-    if segment_bytes < 1 or chunk_bytes < 1:
-        raise ValueError("segment_bytes and chunk_bytes must be positive")
+    if segment_bytes < 0 or chunk_bytes < 1:
+        raise ValueError("segment_bytes must be >= 0 and chunk_bytes positive")
     np_dtype = torch.empty(0, dtype=source.dtype).numpy().dtype
     row_bytes = source.dim * np_dtype.itemsize
     hot = np.empty(0, np.int64)
@@ -209,7 +213,7 @@ def pack_features(log: SamplingLog, source: Any, out: str | os.PathLike, *,
                       np_dtype.name, list(log.epochs), log.batches_per_epoch, log.num_batches,
                       int(segment_bytes), plan.batch_offsets.tolist(), id_offsets.tolist(),
                       byte_offsets[:-1].tolist(), len(hot), int(id_offsets[-1]),
-                      int(byte_offsets[-1]))
+                      int(byte_offsets[-1]), source_id)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = out.with_name(f".{out.name}.packing")
     with _locked(out.with_name(f".{out.name}.lock")):

@@ -32,6 +32,7 @@ from graphsys.errors import TrainingConfigError
 from graphsys.loader.dataloader import DataLoader
 from graphsys.samplers.neighbor import NeighborSampler
 from graphsys.samplers.offline import loader_fingerprint, offline_sample
+from graphsys.storage.direct import ALIGN
 from graphsys.storage.host_cache import HostCacheStore, default_host_budget, hotness_order
 from graphsys.storage.open import disk_source, feature_bytes, open_features
 from graphsys.storage.packed import PackedStore
@@ -56,7 +57,8 @@ def budget_of(config: Any) -> int:
 
 def split_budget(budget: int) -> tuple[int, int]:
     """``(host cache bytes, segment bytes)`` of a packed run within ``budget``."""
-    segment = min(DEFAULT_SEGMENT_BYTES, budget // 8)
+    # Whole pages, so the two page-aligned segment buffers stay inside the budget.
+    segment = min(DEFAULT_SEGMENT_BYTES, budget // 8) // ALIGN * ALIGN
     return budget - 2 * segment, segment
 
 
@@ -94,7 +96,8 @@ def pack_for_training(dataset: Any, config: Any, *, out: str | os.PathLike | Non
         f"host cache {format_size(cache.nbytes)} ({len(cache.cached_ids):,} hot rows), "
         f"segments up to {format_size(segment)}")
     index = pack_features(sampling_log, source, out, segment_bytes=segment, host_cache=cache,
-                          overwrite=overwrite, restart=restart, chunk_bytes=segment,
+                          overwrite=overwrite, restart=restart, chunk_bytes=max(segment, ALIGN),
+                          source_id=dataset.manifest.arrays["features"].sha256,
                           progress=config.progress)
     s = pack_summary(index)
     log(f"packed {s['segments']} segments, {s['packed_rows']:,} rows, "
@@ -128,7 +131,8 @@ def open_training_features(dataset: Any, config: Any, loader: DataLoader, *,
     path = Path(config.pack_dir) if config.pack_dir else default_pack_dir(dataset, fingerprint)
     if not (path / "pack.json").is_file():
         pack_for_training(dataset, config, out=path, log=log)
-    store = PackedStore(path, source=source, fingerprint=fingerprint)
+    store = PackedStore(path, source=source, fingerprint=fingerprint,
+                        source_id=dataset.manifest.arrays["features"].sha256)
     if store.memory_bytes > budget:
         raise TrainingConfigError(
             f"{path} needs {format_size(store.memory_bytes)} of RAM (host cache and segment "

@@ -36,7 +36,8 @@ def _stores(tmp_path: Path, src: np.ndarray) -> list:
     return [TensorStore(torch.from_numpy(src.copy())),
             MmapStore(path, ROWS, src.shape[1], src.dtype),
             DirectFileStore(path, ROWS, src.shape[1], src.dtype, threads=4, max_run=3 * ALIGN),
-            DirectFileStore(path, ROWS, src.shape[1], src.dtype, threads=2, max_gap=2 * ALIGN),
+            DirectFileStore(path, ROWS, src.shape[1], src.dtype, threads=2, max_gap=2 * ALIGN,
+                            max_buffer=3 * ALIGN),
             ZarrStore(z)]
 
 

@@ -186,8 +186,11 @@ def test_pack_refuses_other_loaders_and_truncation(setup, tmp_path) -> None:
         PackedStore(tmp_path / "pack")
     with pytest.raises(graphsys.DatasetExistsError):
         pack_features(log, disk, tmp_path / "pack", progress=False)
-    pack_features(log, disk, tmp_path / "pack", progress=False, overwrite=True)
-    PackedStore(tmp_path / "pack")
+    pack_features(log, disk, tmp_path / "pack", progress=False, overwrite=True,
+                  source_id="sha-a")
+    PackedStore(tmp_path / "pack", source_id="sha-a")
+    with pytest.raises(DatasetError, match="packed from other features"):
+        PackedStore(tmp_path / "pack", source_id="sha-b")
     import fcntl
     with open(tmp_path / ".p3.lock", "a+") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
