@@ -98,6 +98,27 @@ def remove_stale_partials(final: Path) -> list[Path]:
     return removed
 
 
+def publish_directory(tmp: Path, final: Path, *, overwrite: bool = False) -> None:
+    """Rename the finished directory ``tmp`` to ``final`` (replacing it if ``overwrite``).
+
+    An old ``final`` is moved aside before the rename and removed after it, so a
+    reader sees the old or the new directory, never a mix.
+    """
+    if final.exists():
+        if not overwrite:
+            raise DatasetExistsError(
+                f"output path {final} appeared while writing; nothing was replaced. "
+                "Choose another path or pass --overwrite."
+            )
+        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+        os.rename(final, old)
+        os.rename(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, final)
+    fsync_dir(final.parent)
+
+
 @contextmanager
 def atomic_directory(final: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     """Build a directory under a temporary name and publish it at ``final`` on success.
@@ -122,19 +143,7 @@ def atomic_directory(final: str | os.PathLike, *, overwrite: bool = False) -> It
     try:
         yield tmp
         _fsync_tree(tmp)
-        if final.exists():
-            if not overwrite:
-                raise DatasetExistsError(
-                    f"output path {final} appeared while writing; nothing was replaced. "
-                    "Choose another path or pass --overwrite."
-                )
-            old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-            os.rename(final, old)
-            os.rename(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, final)
-        fsync_dir(final.parent)
+        publish_directory(tmp, final, overwrite=overwrite)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if is_disk_full(exc):

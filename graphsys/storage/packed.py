@@ -138,11 +138,8 @@ class PackedStore(StoreBase):
         cache = self.host_cache.nbytes if self.host_cache is not None else 0
         return cache + sum(len(b) for b in self._buffers)
 
-    def segment_of(self, epoch: int, index: int) -> int:
-        position = batch_position(self.index.epochs, self.index.batches_per_epoch, epoch, index)
-        if not 0 <= index < self.index.batches_per_epoch:
-            raise KeyError(f"batch {index} is outside the {self.index.batches_per_epoch} "
-                           f"batches per epoch of {self.path}")
+    def _segment_at(self, position: int) -> int:
+        """The segment holding the batch at ``position`` in packing order."""
         return int(np.searchsorted(self.index.segment_batch_offsets, position, side="right")) - 1
 
     def prepare(self, epoch: int, index: int, input_nodes: Any = None) -> None:
@@ -150,6 +147,9 @@ class PackedStore(StoreBase):
         if int(epoch) not in self.index.epochs:
             raise KeyError(f"epoch {epoch} was not packed (pack has {self.index.epochs}); "
                            "re-pack with more epochs")
+        if not 0 <= index < self.index.batches_per_epoch:
+            raise KeyError(f"batch {index} is outside the {self.index.batches_per_epoch} "
+                           f"batches per epoch of {self.path}")
         position = batch_position(self.index.epochs, self.index.batches_per_epoch, epoch, index)
         if input_nodes is not None:
             nodes = input_nodes.numpy() if isinstance(input_nodes, torch.Tensor) else \
@@ -158,7 +158,7 @@ class PackedStore(StoreBase):
                 raise DatasetError(
                     f"batch {index} of epoch {epoch} is not the batch {self.path} packed: "
                     "the graph or sampler changed since packing; re-pack")
-        seg = self.segment_of(epoch, index)
+        seg = self._segment_at(position)
         if seg != self.segment:
             self._switch(seg)
 

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from graphsys._atomic import atomic_write_bytes, fsync_dir, fsync_file
+from graphsys._atomic import atomic_write_bytes, fsync_dir, fsync_file, publish_directory
 from graphsys._progress import progress_bar
 from graphsys._sizes import format_size
 from graphsys.errors import BudgetError, DatasetError, DatasetExistsError
@@ -239,15 +239,7 @@ def pack_features(log: SamplingLog, source: Any, out: str | os.PathLike, *,
         (work / "plan.json").unlink()
         _write_file(work / "pack.json", plan_text.encode())
         fsync_dir(work)
-        if out.exists():  # overwrite: move the old pack aside first, then drop it
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.rename(out, old)
-            os.rename(work, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(work, out)
-        fsync_dir(out.parent)
+        publish_directory(work, out, overwrite=overwrite)
     return index
 
 

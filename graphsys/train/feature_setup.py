@@ -81,9 +81,15 @@ def default_pack_dir(dataset: Any, fingerprint: str) -> Path:
 
 def pack_for_training(dataset: Any, config: Any, *, out: str | os.PathLike | None = None,
                       overwrite: bool = False, restart: bool = False,
+                      loader: DataLoader | None = None,
                       log: Callable[[str], None] = print) -> Path:
-    """Sample every epoch of ``config`` offline and pack its batches; return the pack."""
-    loader = train_loader(dataset.graph, np.asarray(dataset.train_idx, dtype=np.int64), config)
+    """Sample every epoch of ``config`` offline and pack its batches; return the pack.
+
+    ``loader`` is the training loader of ``config`` if the caller has built it.
+    """
+    if loader is None:
+        loader = train_loader(dataset.graph, np.asarray(dataset.train_idx, dtype=np.int64),
+                              config)
     epochs = list(range(config.epochs))
     budget = budget_of(config)
     cache_budget, segment = split_budget(budget)
@@ -123,14 +129,15 @@ def open_training_features(dataset: Any, config: Any, loader: DataLoader, *,
     if kind in ("memory", "mmap"):
         store = open_features(dataset, kind)
         return store, store, kind
-    source = disk_source(dataset) if kind != "zarr" else open_features(dataset, "zarr")
     if kind in ("direct", "zarr"):
+        source = open_features(dataset, kind)
         counts, _ = access_counts(loader, [0], source.num_rows)
         return TieredStore([hot_cache(source, counts, budget), source]), source, kind
+    source = disk_source(dataset)
     fingerprint = loader_fingerprint(loader, range(config.epochs))
     path = Path(config.pack_dir) if config.pack_dir else default_pack_dir(dataset, fingerprint)
     if not (path / "pack.json").is_file():
-        pack_for_training(dataset, config, out=path, log=log)
+        pack_for_training(dataset, config, out=path, loader=loader, log=log)
     store = PackedStore(path, source=source, fingerprint=fingerprint,
                         source_id=dataset.manifest.arrays["features"].sha256)
     if store.memory_bytes > budget:
