@@ -1,0 +1,360 @@
+"""The fastest tier: a fixed-capacity software cache of feature rows on the device.
+
+``DeviceCache(fallback, budget, policy)`` wraps any :class:`FeatureStore`. It holds a
+slot table ``rows[capacity, dim]``, ``id_of[slot]`` and ``slot_of[node]`` on the GPU
+when there is one and in host memory otherwise; the logic and the statistics are the
+same on both. A read looks every id up at once, serves hits from the slots, fetches
+misses from the victim buffer or the fallback, and lets the policy decide, batch by
+batch, which fetched rows take which slots (:mod:`graphsys.storage.policies`).
+Evicted rows go to the :class:`VictimBuffer` if there is one.
+
+Prefetch (LSM-GNN's preemptive victim-buffer prefetcher): ``prefetch(upcoming)``
+takes the input nodes of the next ``k`` batches in the sampling queue. While batch
+``t`` computes it stages the rows of ``t+1`` the device lacks and fetches rows of
+``t+2..t+k`` into slots, up to ``budget_rows`` rows per call (the link's capacity
+during one compute step). Rows needed within the window rank above every other row,
+so eviction there is Belady's rule; beyond it the policy's ranking decides.
+
+Counters (``cache.counters``) separate rows found on the device when asked
+(``hits``, ``staged_hits``) from ``demand_misses`` (the compute step waited) and count
+every row moved host -> device (``moved_rows``), so the bench can compare policies
+with the Belady oracle (:mod:`graphsys.storage.belady`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from graphsys.storage.base import StoreBase
+from graphsys.storage.policies import EvictionPolicy
+from graphsys.storage.victim import VictimBuffer
+
+#: Rank of a row needed ``j`` batches ahead: above any policy's own ranks (< 1e15).
+_WINDOW_RANK = 1e18
+
+
+@dataclass
+class CacheCounters:
+    """Rows per outcome, summed over reads (each read counts its distinct ids once)."""
+
+    batches: int = 0
+    requests: int = 0
+    hits: int = 0  # in a slot when asked
+    staged_hits: int = 0  # staged for this batch by the prefetcher
+    demand_misses: int = 0  # fetched while the batch waited
+    victim_rows: int = 0  # rows the victim buffer served (demand or prefetch)
+    fallback_rows: int = 0  # rows the fallback store served (demand or prefetch)
+    moved_rows: int = 0  # rows copied host -> device, demand and prefetch
+    prefetched_rows: int = 0
+    inserted: int = 0
+    evicted: int = 0
+    preload_rows: int = 0  # filled at construction (static sets), not per epoch
+
+    @property
+    def request_hit_rate(self) -> float:
+        """Share of asked rows already on the device when asked."""
+        return (self.hits + self.staged_hits) / self.requests if self.requests else 0.0
+
+    @property
+    def hit_rate(self) -> float:
+        """Share of asked rows found in a slot (no transfer for them at all)."""
+        return self.hits / self.requests if self.requests else 0.0
+
+    @property
+    def demand_miss_rate(self) -> float:
+        return self.demand_misses / self.requests if self.requests else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "request_hit_rate": self.request_hit_rate,
+                "hit_rate": self.hit_rate, "demand_miss_rate": self.demand_miss_rate}
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+class DeviceCache(StoreBase):
+    """A :class:`FeatureStore` caching rows of ``fallback`` in ``budget`` bytes on ``device``.
+
+    Args:
+        fallback: the store misses are read from (host cache, packed disk, ...).
+        budget: bytes of rows to cache (``capacity = budget // row_bytes`` slots).
+        policy: an :class:`EvictionPolicy` (``make_policy("hybrid", counts=...)``).
+        device: where slots live; default CUDA if available, else CPU.
+        victim: a :class:`VictimBuffer` receiving evicted rows, or ``None``.
+
+    Example:
+        >>> cache = DeviceCache(store, 4 << 30, make_policy("lru"))  # doctest: +SKIP
+        >>> rows = cache.read(batch.input_nodes)  # doctest: +SKIP
+    """
+
+    tier = "device"
+
+    def __init__(self, fallback: Any, budget: int, policy: EvictionPolicy, *,
+                 device: torch.device | str | None = None,
+                 victim: VictimBuffer | None = None) -> None:
+        device = default_device() if device is None else torch.device(device)
+        super().__init__(fallback.num_rows, fallback.dim, fallback.dtype, device)
+        if budget < 0:
+            raise ValueError(f"device cache budget must be >= 0 bytes, got {budget}")
+        self.fallback = fallback
+        self.capacity = min(int(budget) // self.row_bytes, self.num_rows)
+        self.policy = policy
+        self.victim = victim
+        self.counters = CacheCounters()
+        self.step = 0
+        self.rows = torch.empty((self.capacity, self.dim), dtype=self.dtype, device=device)
+        self.id_of = torch.full((self.capacity,), -1, dtype=torch.int64, device=device)
+        self.slot_of = torch.full((self.num_rows,), -1, dtype=torch.int32, device=device)
+        self.pinned = torch.zeros(self.capacity, dtype=torch.bool, device=device)
+        # Rows ahead of need, by batches: 0 = not in the prefetch window.
+        self._soon = torch.zeros(self.num_rows, dtype=torch.int32, device=device)
+        self._soon_ids = torch.empty(0, dtype=torch.int64, device=device)
+        self._window: list[torch.Tensor] = []
+        self._staged_ids = torch.empty(0, dtype=torch.int64)
+        self._staged_rows = torch.empty((0, self.dim), dtype=self.dtype, device=device)
+        policy.bind(self.capacity, self.num_rows, device)
+        self._preload()
+
+    # -- set-up ---------------------------------------------------------------------
+
+    def _preload(self, chunk_bytes: int = 64 << 20) -> None:
+        ids = self.policy.preload_ids()
+        if ids is None or self.capacity == 0:
+            return
+        ids = ids[: self.capacity].to(torch.int64)
+        step = max(1, chunk_bytes // self.row_bytes)
+        for start in range(0, ids.numel(), step):
+            part = ids[start : start + step]
+            self.rows[start : start + part.numel()] = self.fallback.read(part).to(self.device)
+        n = ids.numel()
+        slots = torch.arange(n, device=self.device)
+        self.id_of[:n] = ids.to(self.device)
+        self.slot_of[ids.to(self.device)] = slots.to(torch.int32)
+        self.pinned[: min(self.policy.pinned_count(), n)] = True
+        self.counters.preload_rows = n
+        self.policy.admitted(ids.to(self.device), slots, -1)
+
+    @property
+    def nbytes(self) -> int:
+        return self.rows.numel() * self.rows.element_size()
+
+    def contains(self, ids: torch.Tensor) -> torch.Tensor:
+        return (self.slot_of[ids.to(self.device)] >= 0).cpu()
+
+    def prepare(self, epoch: int, index: int, input_nodes: torch.Tensor) -> None:
+        """Forwarded to a fallback that checks batches (a packed store)."""
+        if hasattr(self.fallback, "prepare"):
+            self.fallback.prepare(epoch, index, input_nodes)
+
+    # -- reads ------------------------------------------------------------------------
+
+    def _fetch(self, ids: torch.Tensor) -> torch.Tensor:
+        """Rows of ``ids`` (CPU) from the victim buffer, then the fallback, on the device."""
+        out = torch.empty((ids.numel(), self.dim), dtype=self.dtype, device=self.device)
+        if ids.numel() == 0:
+            return out
+        rest = torch.ones(ids.numel(), dtype=torch.bool)
+        if self.victim is not None:
+            pos = self.victim.lookup(ids)
+            found = pos >= 0
+            if bool(found.any()):
+                start = time.perf_counter()
+                out[found.to(self.device)] = self.victim.take(pos[found]).to(self.device)
+                n = int(found.sum())
+                self.counters.victim_rows += n
+                self.stats.add("victim", n, n * self.row_bytes, time.perf_counter() - start)
+                rest = ~found
+        n = int(rest.sum())
+        if n:
+            start = time.perf_counter()
+            disk = self.fallback.stats.disk_bytes
+            out[rest.to(self.device)] = self.fallback.read(ids[rest]).to(self.device)
+            self.counters.fallback_rows += n
+            self.stats.add(getattr(self.fallback, "tier", "fallback"), n, n * self.row_bytes,
+                           time.perf_counter() - start, self.fallback.stats.disk_bytes - disk)
+        self.counters.moved_rows += ids.numel()
+        return out
+
+    def read(self, ids: Any, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Rows ``ids`` in the order asked (on this cache's device); caches by the policy."""
+        ids = self._ids(ids)
+        out = self._out(ids.numel(), out)
+        self.stats.reads += 1
+        self.counters.batches += 1
+        window, self._window = self._window[1:], []
+        staged_ids, staged_rows = self._staged_ids, self._staged_rows
+        self._staged_ids = torch.empty(0, dtype=torch.int64)
+        self._staged_rows = self._staged_rows[:0]
+        if ids.numel() == 0:
+            self.step += 1
+            return out
+        unique, inverse = torch.unique(ids, return_inverse=True)
+        dev_unique = unique.to(self.device)
+        slots = self.slot_of[dev_unique].long()
+        hit = slots >= 0
+        rows = torch.empty((unique.numel(), self.dim), dtype=self.dtype, device=self.device)
+        start = time.perf_counter()
+        rows[hit] = self.rows[slots[hit]]
+        n_hit = int(hit.sum())
+        self.stats.add("device", n_hit, n_hit * self.row_bytes, time.perf_counter() - start)
+        miss = (~hit).cpu()
+        miss_ids = unique[miss]
+        miss_rows = torch.empty((miss_ids.numel(), self.dim), dtype=self.dtype,
+                                device=self.device)
+        staged = self._staged_mask(miss_ids, staged_ids)
+        if bool(staged.any()):
+            pos = torch.searchsorted(staged_ids, miss_ids[staged])
+            miss_rows[staged.to(self.device)] = staged_rows[pos.to(self.device)]
+            n = int(staged.sum())
+            self.stats.add("staged", n, n * self.row_bytes, 0.0)
+        miss_rows[(~staged).to(self.device)] = self._fetch(miss_ids[~staged])
+        rows[miss.to(self.device)] = miss_rows
+        torch.index_select(rows, 0, inverse.to(self.device), out=out)
+        c = self.counters
+        c.requests += unique.numel()
+        c.hits += n_hit
+        c.staged_hits += int(staged.sum())
+        c.demand_misses += int((~staged).sum())
+        self.policy.touch(dev_unique, slots, self.step)
+        self._set_window(window)
+        self._install(miss_ids, miss_rows)
+        self.step += 1
+        return out
+
+    @staticmethod
+    def _staged_mask(ids: torch.Tensor, staged_ids: torch.Tensor) -> torch.Tensor:
+        if staged_ids.numel() == 0 or ids.numel() == 0:
+            return torch.zeros(ids.numel(), dtype=torch.bool)
+        pos = torch.searchsorted(staged_ids, ids).clamp(max=staged_ids.numel() - 1)
+        return staged_ids[pos] == ids
+
+    # -- admission and eviction ------------------------------------------------------
+
+    def _set_window(self, batches: Sequence[torch.Tensor]) -> None:
+        """Mark rows needed ``j = 1..k`` batches from now (nearest occurrence wins)."""
+        self._soon[self._soon_ids] = 0
+        self._window = list(batches)
+        for j in range(len(batches), 0, -1):
+            self._soon[batches[j - 1].to(self.device)] = j
+        self._soon_ids = (torch.cat([b.to(self.device) for b in batches]) if batches
+                          else self._soon_ids[:0])
+
+    def _window_rank(self, ids: torch.Tensor, ranks: torch.Tensor) -> torch.Tensor:
+        if not self._window:
+            return ranks
+        soon = self._soon[ids]
+        ahead = (len(self._window) + 2 - soon).double() * _WINDOW_RANK
+        return torch.where(soon > 0, ahead, ranks)
+
+    def _choose(self, cand: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(candidate positions, their slots, policy keys of those slots)`` to admit.
+
+        The cache after admission holds the ``capacity`` best of residents and
+        candidates by rank; pairing the best candidates with the worst slots, in sorted
+        order, finds that set with two partial sorts (ties keep the resident).
+        """
+        none = torch.empty(0, dtype=torch.int64, device=self.device)
+        n = min(cand.numel(), self.capacity)
+        if n == 0:
+            return none, none, none.double()
+        own = self.policy.slot_keys(self.id_of, self.step)
+        keys = self._window_rank(self.id_of.clamp(min=0), own)
+        keys = torch.where(self.id_of < 0, -math.inf, keys)
+        keys = torch.where(self.pinned, math.inf, keys)
+        values = self._window_rank(cand, self.policy.candidate_values(cand, self.step))
+        low, slots = torch.topk(keys, n, largest=False, sorted=True)
+        high, picks = torch.topk(values, n, largest=True, sorted=True)
+        take = int((high > low).sum())  # high falls and low rises: a prefix
+        return picks[:take], slots[:take], own[slots[:take]]
+
+    def _install(self, cand: torch.Tensor, cand_rows: torch.Tensor) -> int:
+        """Admit the candidates (CPU ids, device rows) the ranking wants; return how many."""
+        dev_cand = cand.to(self.device)
+        picks, slots, own_keys = self._choose(dev_cand)
+        if picks.numel() == 0:
+            return 0
+        old = self.id_of[slots]
+        occupied = old >= 0
+        if bool(occupied.any()):
+            gone = old[occupied]
+            if self.victim is not None:
+                self.victim.put(gone.cpu(), self.rows[slots[occupied]])
+            self.slot_of[gone] = -1
+            self.counters.evicted += gone.numel()
+            self.policy.evicted(slots[occupied], own_keys[occupied])
+        new = dev_cand[picks]
+        self.rows[slots] = cand_rows[picks]
+        self.id_of[slots] = new
+        self.slot_of[new] = slots.to(torch.int32)
+        if self.victim is not None:
+            self.victim.discard(new.cpu())
+        self.policy.admitted(new, slots, self.step)
+        self.counters.inserted += new.numel()
+        return new.numel()
+
+    # -- prefetch --------------------------------------------------------------------
+
+    def prefetch(self, upcoming: Sequence[Any], budget_rows: int | None = None) -> int:
+        """Bring the rows of the next batches on device ahead of need; return rows moved.
+
+        ``upcoming[0]`` is the batch the next :meth:`read` asks for: its missing rows are
+        staged; rows of later batches are fetched into slots when they outrank a
+        resident. At most ``budget_rows`` rows move (default: no limit).
+        """
+        batches = [torch.unique(self._ids(b)) for b in upcoming]
+        self._set_window(batches)
+        if not batches:
+            return 0
+        left = math.inf if budget_rows is None else int(budget_rows)
+        moved = 0
+        first = batches[0]
+        need = first[(self.slot_of[first.to(self.device)] < 0).cpu()]
+        need = need[~self._staged_mask(need, self._staged_ids)]
+        if left < need.numel():
+            need = need[: int(left)]
+        if need.numel():
+            rows = self._fetch(need)
+            ids = torch.cat([self._staged_ids, need])
+            rows = torch.cat([self._staged_rows, rows])
+            order = torch.argsort(ids)
+            self._staged_ids, self._staged_rows = ids[order], rows[order.to(self.device)]
+            moved += need.numel()
+            left -= need.numel()
+        for later in batches[1:]:
+            if left <= 0:
+                break
+            need = later[(self.slot_of[later.to(self.device)] < 0).cpu()]
+            need = need[~self._staged_mask(need, self._staged_ids)]
+            picks, _, _ = self._choose(need.to(self.device))
+            picks = picks[: int(min(left, picks.numel()))].cpu()
+            if picks.numel() == 0:
+                continue
+            chosen = need[picks]
+            self._install(chosen, self._fetch(chosen))
+            moved += chosen.numel()
+            left -= chosen.numel()
+        self.counters.prefetched_rows += moved
+        return moved
+
+    # -- checks -----------------------------------------------------------------------
+
+    def check_consistency(self) -> None:
+        """Raise ``AssertionError`` if ``id_of``, ``slot_of`` and ``pinned`` disagree."""
+        used = torch.nonzero(self.id_of >= 0).flatten()
+        ids = self.id_of[used]
+        assert torch.equal(self.slot_of[ids].long(), used), "slot_of does not point back"
+        assert int((self.slot_of >= 0).sum()) == used.numel(), "stray slot_of entries"
+        assert torch.unique(ids).numel() == ids.numel(), "an id holds two slots"
+        assert bool((self.id_of[self.pinned] >= 0).all()), "a pinned slot is empty"
+
+    def describe(self) -> dict[str, Any]:
+        return {"capacity_rows": self.capacity, "bytes": self.nbytes,
+                "device": str(self.device), **self.policy.describe(),
+                "victim_rows": self.victim.capacity if self.victim is not None else 0}

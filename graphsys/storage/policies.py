@@ -1,0 +1,259 @@
+"""Eviction policies of the :class:`~graphsys.storage.device_cache.DeviceCache`.
+
+A policy never moves rows; it ranks them. The cache asks it, once per batch:
+
+- ``slot_keys(id_of, step)``: how much each slot's row deserves to stay (low = evict
+  first), and
+- ``candidate_values(ids, step)``: how much each fetched, not-cached row deserves a
+  slot (it is admitted only into a slot whose key is lower),
+
+then merges the two rankings in one vectorised pass (see
+``DeviceCache._admit``). So every policy is batched by construction: no per-row
+Python runs on the hot path, and the same code runs on the GPU and the CPU.
+
+Policies (``make_policy(name, ...)``):
+
+- ``degree`` / ``frequency``: a static set, the top rows by out-degree (PaGraph) or by
+  pre-sampled access count (GNNLab), loaded once and never changed.
+- ``lru``: least recently used, at batch granularity.
+- ``clock``: second-chance CLOCK (one visited bit per slot and a hand).
+- ``hybrid``: a static hot set from the presample in ``static_fraction`` of the slots,
+  the rest ranked by an exponentially decayed online access count whose prior is the
+  presample (so it starts where ``frequency`` is and follows the stream when it
+  drifts; LSM-GNN's static + dynamic combination).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+PolicyName = Literal["degree", "frequency", "lru", "clock", "hybrid"]
+POLICY_NAMES: tuple[str, ...] = ("degree", "frequency", "lru", "clock", "hybrid")
+
+NEVER = -math.inf  # candidate value of a row a policy never admits
+PINNED = math.inf  # slot key of a row a policy never evicts
+
+
+class EvictionPolicy:
+    """Base class: a dynamic policy with no opinion (subclasses override the ranks)."""
+
+    name = "policy"
+    #: Static policies fill the cache once and admit nothing.
+    static = False
+
+    def bind(self, capacity: int, num_rows: int, device: torch.device) -> None:
+        self.capacity, self.num_rows, self.device = capacity, num_rows, device
+
+    def preload_ids(self) -> torch.Tensor | None:
+        """Rows to load (and pin) when the cache is built, hottest first; ``None``: none."""
+        return None
+
+    def pinned_count(self) -> int:
+        """How many of the preloaded rows are pinned (their slots are never evicted)."""
+        return 0
+
+    def touch(self, ids: torch.Tensor, slots: torch.Tensor, step: int) -> None:
+        """Record an access to every id in ``ids`` (``slots[i]`` its slot, or -1)."""
+
+    def slot_keys(self, id_of: torch.Tensor, step: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def candidate_values(self, ids: torch.Tensor, step: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def admitted(self, ids: torch.Tensor, slots: torch.Tensor, step: int) -> None:
+        """``ids`` now live in ``slots``."""
+
+    def evicted(self, slots: torch.Tensor, keys: torch.Tensor) -> None:
+        """The rows of ``slots`` (ranked ``keys`` when chosen) were evicted."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"policy": self.name}
+
+
+class StaticPolicy(EvictionPolicy):
+    """The ``capacity`` rows with the highest ``scores``, loaded once and never changed."""
+
+    static = True
+
+    def __init__(self, scores: Any, name: str = "frequency") -> None:
+        self.scores = torch.as_tensor(np.asarray(scores), dtype=torch.float64)
+        self.name = name
+
+    def preload_ids(self) -> torch.Tensor:
+        order = torch.sort(self.scores, descending=True, stable=True).indices
+        return order[: self.capacity]
+
+    def pinned_count(self) -> int:
+        return min(self.capacity, len(self.scores))
+
+    def slot_keys(self, id_of: torch.Tensor, step: int) -> torch.Tensor:
+        return torch.full(id_of.shape, PINNED, dtype=torch.float64, device=id_of.device)
+
+    def candidate_values(self, ids: torch.Tensor, step: int) -> torch.Tensor:
+        return torch.full(ids.shape, NEVER, dtype=torch.float64, device=ids.device)
+
+
+class LRUPolicy(EvictionPolicy):
+    """Least recently used: rows touched in the current batch are never evicted by it."""
+
+    name = "lru"
+
+    def bind(self, capacity: int, num_rows: int, device: torch.device) -> None:
+        super().bind(capacity, num_rows, device)
+        self.stamp = torch.full((capacity,), -1, dtype=torch.float64, device=device)
+
+    def touch(self, ids: torch.Tensor, slots: torch.Tensor, step: int) -> None:
+        self.stamp[slots[slots >= 0]] = step
+
+    def slot_keys(self, id_of: torch.Tensor, step: int) -> torch.Tensor:
+        return self.stamp.clone()
+
+    def candidate_values(self, ids: torch.Tensor, step: int) -> torch.Tensor:
+        return torch.full(ids.shape, float(step), dtype=torch.float64, device=ids.device)
+
+    def admitted(self, ids: torch.Tensor, slots: torch.Tensor, step: int) -> None:
+        self.stamp[slots] = step
+
+
+class ClockPolicy(EvictionPolicy):
+    """Second-chance CLOCK: the hand evicts the first unvisited slots, clearing bits it passes.
+
+    As keys: a slot ranks by ``visited * capacity + distance from the hand``, so the
+    slots evicted are the unvisited ones in hand order, then (second pass) the rest.
+    """
+
+    name = "clock"
+
+    def bind(self, capacity: int, num_rows: int, device: torch.device) -> None:
+        super().bind(capacity, num_rows, device)
+        self.visited = torch.zeros(capacity, dtype=torch.bool, device=device)
+        self.hand = 0
+        self._arange = torch.arange(capacity, device=device)
+
+    def _distance(self) -> torch.Tensor:
+        return (self._arange - self.hand) % max(self.capacity, 1)
+
+    def touch(self, ids: torch.Tensor, slots: torch.Tensor, step: int) -> None:
+        self.visited[slots[slots >= 0]] = True
+
+    def slot_keys(self, id_of: torch.Tensor, step: int) -> torch.Tensor:
+        return (self.visited.double() * self.capacity + self._distance().double())
+
+    def candidate_values(self, ids: torch.Tensor, step: int) -> torch.Tensor:
+        # Above every slot key (CLOCK always admits), yet finite, so rows a prefetch
+        # window protects still outrank a new row.
+        return torch.full(ids.shape, 2.0 * self.capacity, dtype=torch.float64,
+                          device=ids.device)
+
+    def admitted(self, ids: torch.Tensor, slots: torch.Tensor, step: int) -> None:
+        self.visited[slots] = False
+
+    def evicted(self, slots: torch.Tensor, keys: torch.Tensor) -> None:
+        if slots.numel() == 0:
+            return
+        last = float(keys.max())
+        distance = self._distance()
+        if last >= self.capacity:  # the hand went round once: every bit was cleared
+            self.visited.zero_()
+            last -= self.capacity
+        else:
+            self.visited[distance <= last] = False
+        self.hand = (self.hand + int(last) + 1) % self.capacity
+
+
+class HybridPolicy(EvictionPolicy):
+    """Static hot set plus a dynamic part ranked by a decayed access count.
+
+    Args:
+        counts: pre-sampled access count of every row (from offline sampling).
+        presample_batches: how many batches ``counts`` were gathered over.
+        static_fraction: share of the slots pinned to the hottest rows of ``counts``.
+        half_life: batches after which an access counts half as much. The prior
+            (``counts`` per batch) starts as if it had been observed forever.
+    """
+
+    name = "hybrid"
+    #: Rescale scores before the growing increment leaves float32's exact range.
+    _RESCALE_AT = 1e12
+
+    def __init__(self, counts: Any, presample_batches: int, *, static_fraction: float = 0.8,
+                 half_life: float = 32.0) -> None:
+        if not 0 <= static_fraction <= 1:
+            raise ValueError(f"static_fraction must be in [0, 1], got {static_fraction}")
+        if presample_batches < 1:
+            raise ValueError(f"presample_batches must be >= 1, got {presample_batches}")
+        if half_life <= 0:
+            raise ValueError(f"half_life must be > 0 batches, got {half_life}")
+        self.counts = torch.as_tensor(np.asarray(counts), dtype=torch.float64)
+        self.presample_batches = int(presample_batches)
+        self.static_fraction = float(static_fraction)
+        self.half_life = float(half_life)
+        self.decay = 0.5 ** (1.0 / self.half_life)
+
+    def bind(self, capacity: int, num_rows: int, device: torch.device) -> None:
+        super().bind(capacity, num_rows, device)
+        if len(self.counts) != num_rows:
+            raise ValueError(f"counts has {len(self.counts)} entries, the store {num_rows} "
+                             "rows; pass one count per row")
+        # A row accessed with probability p per batch settles at p / (1 - decay): start
+        # every row there, from the presample.
+        rate = self.counts / self.presample_batches
+        self.score = (rate / (1 - self.decay)).to(torch.float32).to(device)
+        self.increment = 1.0
+        self.n_static = int(round(self.static_fraction * capacity))
+
+    def preload_ids(self) -> torch.Tensor:
+        order = torch.sort(self.counts, descending=True, stable=True).indices
+        return order[: self.capacity]
+
+    def pinned_count(self) -> int:
+        return self.n_static
+
+    def touch(self, ids: torch.Tensor, slots: torch.Tensor, step: int) -> None:
+        # Growing the increment instead of decaying every score keeps this O(batch).
+        self.increment /= self.decay
+        if self.increment > self._RESCALE_AT:
+            self.score /= self.increment
+            self.increment = 1.0
+        self.score[ids] += self.increment
+
+    def _rank(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.score[ids].double() / self.increment
+
+    def slot_keys(self, id_of: torch.Tensor, step: int) -> torch.Tensor:
+        return self._rank(id_of.clamp(min=0))
+
+    def candidate_values(self, ids: torch.Tensor, step: int) -> torch.Tensor:
+        return self._rank(ids)
+
+    def describe(self) -> dict[str, Any]:
+        return {"policy": self.name, "static_fraction": self.static_fraction,
+                "half_life": self.half_life}
+
+
+def make_policy(name: str, *, counts: Any = None, presample_batches: int = 1,
+                degrees: Any = None, static_fraction: float = 0.8,
+                half_life: float = 32.0) -> EvictionPolicy:
+    """The policy called ``name``; static and hybrid ones need ``counts`` or ``degrees``."""
+    if name == "degree":
+        if degrees is None:
+            raise ValueError("policy 'degree' needs degrees (the graph's out-degrees)")
+        return StaticPolicy(degrees, name="degree")
+    if name in ("frequency", "hybrid") and counts is None:
+        raise ValueError(f"policy {name!r} needs counts from a presample "
+                         "(graphsys.train.feature_setup.access_counts)")
+    if name == "frequency":
+        return StaticPolicy(counts, name="frequency")
+    if name == "hybrid":
+        return HybridPolicy(counts, presample_batches, static_fraction=static_fraction,
+                            half_life=half_life)
+    if name == "lru":
+        return LRUPolicy()
+    if name == "clock":
+        return ClockPolicy()
+    raise ValueError(f"unknown cache policy {name!r}; pick one of {', '.join(POLICY_NAMES)}")
