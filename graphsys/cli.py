@@ -78,6 +78,30 @@ def _add_pack_parser(commands: argparse._SubParsersAction) -> None:
     pack.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+def _add_plan_parser(commands: argparse._SubParsersAction) -> None:
+    from graphsys.train.trainer import TrainConfig
+
+    d = TrainConfig()
+    plan = commands.add_parser(
+        "plan", help="size the device cache, victim buffer and host cache from a short "
+                     "presample; print expected hit rates and traffic")
+    plan.add_argument("path", type=Path, help="dataset directory")
+    _add_loader_options(plan, d)
+    plan.add_argument("--device-cache", type=_size, default=None,
+                      help="GPU bytes for feature rows (default: half the free GPU memory, "
+                           "or 10%% of the features without a GPU)")
+    plan.add_argument("--victim", type=_size, default=None,
+                      help="pinned host bytes for evicted rows (default: the device cache's)")
+    plan.add_argument("--host-cache", type=_size, default=None,
+                      help="RAM bytes for hot rows (default: half the available memory)")
+    plan.add_argument("--presample-batches", type=int, default=64,
+                      help="batches sampled to plan from (default 64)")
+    plan.add_argument("--lookahead", type=int, default=4,
+                      help="batches the prefetcher looks ahead (default 4)")
+    plan.add_argument("--out", type=Path, default=None,
+                      help="where to write the plan (default <dataset>/cache-plan.json)")
+
+
 def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     from graphsys.train.feature_setup import STORAGE_KINDS
     from graphsys.train.trainer import FEATURE_NORMS, MODELS, TrainConfig
@@ -104,6 +128,9 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
                        help="where training reads features: auto (memory if they fit the "
                             "host-cache budget, else packed), memory, mmap, direct "
                             "(host cache + O_DIRECT), zarr, packed (DiskGNN; packs on first use)")
+    train.add_argument("--plan", type=Path, default=None,
+                       help="apply a cache plan (graphsys plan): device cache, victim buffer "
+                            "and host-cache size")
     train.add_argument("--device", default=d.device, help="cpu, cuda or cuda:N")
     train.add_argument("--out", type=Path, default=None,
                        help="run directory for metrics.jsonl and checkpoint.pt")
@@ -161,6 +188,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_train_parser(commands)
     _add_pack_parser(commands)
+    _add_plan_parser(commands)
 
     verify = commands.add_parser("verify", help="recompute a dataset's checksums")
     verify.add_argument("path", type=Path)
@@ -280,7 +308,8 @@ def _train(args: argparse.Namespace) -> int:
         seed=args.seed, eval_every=args.eval_every, eval_batch_size=args.eval_batch_size,
         storage=args.storage, host_cache=args.host_cache,
         pack_dir=None if args.pack is None else str(args.pack),
-        device=args.device, progress=not args.no_progress)
+        plan=None if args.plan is None else str(args.plan), device=args.device,
+        progress=not args.no_progress)
     dataset = load_dataset(args.path)
     print(f"{dataset.name}: {dataset.graph.num_nodes():,} nodes, "
           f"{dataset.graph.num_edges():,} edges; {config.model} with fanouts "
@@ -316,11 +345,63 @@ def _pack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plan(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from graphsys.graph.dataset import load_dataset
+    from graphsys.storage.host_cache import default_host_budget
+    from graphsys.storage.open import feature_bytes
+    from graphsys.storage.planner import plan_cache
+    from graphsys.train.feature_setup import train_loader
+    from graphsys.train.trainer import TrainConfig
+
+    dataset = load_dataset(args.path)
+    config = TrainConfig(fanouts=args.fanouts, batch_size=args.batch_size, epochs=args.epochs,
+                         seed=args.seed, progress=False)
+    loader = train_loader(dataset.graph, np.asarray(dataset.train_idx, dtype=np.int64), config)
+    features = feature_bytes(dataset)
+    row_bytes = features // max(dataset.graph.num_nodes(), 1)
+    device = args.device_cache
+    if device is None:
+        device = (torch.cuda.mem_get_info()[0] // 2 if torch.cuda.is_available()
+                  else features // 10)
+    victim = device if args.victim is None else args.victim
+    host = default_host_budget() if args.host_cache is None else args.host_cache
+    started = time.perf_counter()
+    plan = plan_cache(loader, row_bytes, device_cache=device, victim=victim, host_cache=host,
+                      presample_batches=args.presample_batches, lookahead=args.lookahead)
+    out = args.out if args.out is not None else Path(args.path) / "cache-plan.json"
+    plan.save(out)
+    share, traffic = plan.expected_share, plan.expected_bytes_per_epoch
+    print(f"planned from {plan.presample_batches} presampled batches in "
+          f"{time.perf_counter() - started:.1f}s ({format_size(features)} of features, "
+          f"{plan.batches_per_epoch} batches per epoch)")
+    print(f"{'tier':<15}{'size':>11}  expected share of requested rows served")
+    print(f"{'device cache':<15}{format_size(plan.device_cache_bytes):>11}  "
+          f"{share['device']:6.1%}  (hybrid: {plan.static_fraction:.0%} of slots static)")
+    print(f"{'victim buffer':<15}{format_size(plan.victim_bytes):>11}  {share['victim']:6.1%}")
+    print(f"{'host cache':<15}{format_size(plan.host_cache_bytes):>11}  {share['host']:6.1%}")
+    print(f"{'disk':<15}{'':>11}  {share['disk']:6.1%}")
+    print(f"on device when asked: {share['prefetched']:.1%} (the prefetcher looks "
+          f"{plan.lookahead} batches ahead)")
+    none = traffic["no_cache_host_to_device"]
+    h2d = traffic["host_to_device"]
+    print(f"{'link':<15}{'per epoch':>11}")
+    print(f"{'host -> device':<15}{format_size(h2d):>11}  (no cache: {format_size(none)}, "
+          f"{1 - h2d / max(none, 1):.0%} less)")
+    print(f"{'disk -> host':<15}{format_size(traffic['disk_to_host']):>11}")
+    print(f"wrote {out}; train with: graphsys train {args.path} --plan {out} --fanouts "
+          f"{','.join(map(str, args.fanouts))} --batch-size {args.batch_size} --seed "
+          f"{args.seed}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``graphsys`` command."""
     args = _parser().parse_args(argv)
     handlers = {"prepare": _prepare, "info": _info, "verify": _verify, "train": _train,
-                "pack": _pack}
+                "pack": _pack, "plan": _plan}
     try:
         return handlers[args.command](args)
     except GraphsysError as exc:

@@ -13,8 +13,10 @@ The graph is a degree-corrected stochastic block model in CSC form:
 * **Sources** of a node's in-edges come from its own class with probability
   ``homophily``, otherwise from one of the other classes picked uniformly; so the
   expected fraction of same-label edges is exactly ``homophily``. Within a class the
-  source is the member at popularity rank ``floor(size * u**2)`` (``u`` uniform), which
-  skews out-degrees (a Zipf law of exponent 1/2 over ranks; CCDF ``~ d^-2``).
+  source is the member at popularity rank ``floor(size * u**source_skew)`` (``u``
+  uniform), which skews out-degrees: with the default 2, a Zipf law of exponent 1/2
+  over ranks (CCDF ``~ d^-2``); larger values concentrate citations on fewer sources,
+  as in ogbn-papers100M, where a tenth of the nodes draws most of the sampled reads.
 * There are **no self loops** (a draw of the node itself moves to the next rank).
   **Duplicate edges** are kept, so the edge count is exact: a few percent of edges,
   more at high-in-degree nodes, which draw popular sources repeatedly.
@@ -46,8 +48,6 @@ from graphsys.graph.writer import DatasetWriter
 GENERATOR_VERSION = 1
 #: Nodes per random stream; fixed so the output does not depend on ``block_nodes``.
 _RNG_BLOCK = 1 << 12
-#: Exponent ``a`` of ``floor(size * u**a)``, the popularity bias of source choice.
-_SOURCE_SKEW = 2.0
 # Independent random streams, one per part of the dataset.
 _DEGREES, _ORDER, _CENTROIDS, _EDGES, _FEATURES, _SPLITS = range(6)
 
@@ -75,6 +75,7 @@ class SyntheticConfig:
     num_classes: int = 16
     degree_exponent: float = 2.1
     homophily: float = 0.8
+    source_skew: float = 2.0
     feature_noise: float = 6.0
     dtype: Literal["float32", "float16"] = "float32"
     seed: int = 0
@@ -90,7 +91,8 @@ class SyntheticConfig:
                            ("num_classes", 2), ("seed", 0)):
             if not _is_int(getattr(self, field)) or getattr(self, field) < low:
                 fail(field, f"pass an integer >= {low}")
-        for field in ("degree_exponent", "homophily", "feature_noise", "train_frac",
+        for field in ("degree_exponent", "homophily", "source_skew", "feature_noise",
+                      "train_frac",
                       "val_frac", "test_frac"):
             if not _is_real(getattr(self, field)):
                 fail(field, "pass a finite number")
@@ -104,6 +106,8 @@ class SyntheticConfig:
             fail("degree_exponent", "pass an exponent > 1 (2 to 3 is typical of real graphs)")
         if not 0 <= self.homophily <= 1:
             fail("homophily", "pass a fraction of same-class in-edges in [0, 1]")
+        if self.source_skew <= 0:
+            fail("source_skew", "pass an exponent > 0 (1 = uniform sources, 2 = default)")
         if self.feature_noise < 0:
             fail("feature_noise", "pass a noise level >= 0")
         if self.dtype not in ("float32", "float16"):
@@ -199,7 +203,7 @@ def _block_sources(config: SyntheticConfig, block: int, indptr: np.ndarray,
     other = (own + rng.integers(1, c, m)) % c
     comm = np.where(rng.random(m) < config.homophily, own, other)
     size = (n - comm + c - 1) // c
-    rank = (size * rng.random(m) ** _SOURCE_SKEW).astype(np.int64)
+    rank = (size * rng.random(m) ** config.source_skew).astype(np.int64)
     src = order[comm + rank * c]
     loop = src == dst
     if loop.any():  # the next member of the class; every class has at least two

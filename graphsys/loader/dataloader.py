@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -138,8 +139,10 @@ class DataLoader:
         """The sampler key of batch ``index`` of ``epoch`` (offline sampling reuses it)."""
         return (epoch << 32) + index
 
-    def _make(self, epoch: int, index: int, seeds: np.ndarray) -> MiniBatch:
-        batch = self.sampler.sample(self.graph, seeds, key=self.batch_key(epoch, index))
+    def _sample(self, epoch: int, index: int, seeds: np.ndarray) -> MiniBatch:
+        return self.sampler.sample(self.graph, seeds, key=self.batch_key(epoch, index))
+
+    def _fill(self, epoch: int, index: int, batch: MiniBatch) -> MiniBatch:
         if hasattr(self.features, "prepare"):  # a packed store: this batch's segment
             self.features.prepare(epoch, index, batch.input_nodes)
         if self.features is not None:
@@ -150,6 +153,30 @@ class DataLoader:
             for block in batch.blocks:
                 block.pin_memory()
         return batch
+
+    def _batches(self, epoch: int) -> Iterator[MiniBatch]:
+        """Sampled, filled batches of ``epoch``, in order.
+
+        A feature store with ``lookahead = k > 0`` (a :class:`DeviceCache`) gets the
+        input nodes of the next ``k`` batches after each read, so it can bring their
+        rows on device while the consumer computes.
+        """
+        lookahead = int(getattr(self.features, "lookahead", 0) or 0)
+        seeds = enumerate(self.batch_seeds(epoch))
+        pending: deque[tuple[int, MiniBatch]] = deque()
+        while True:
+            while len(pending) <= lookahead:
+                nxt = next(seeds, None)
+                if nxt is None:
+                    break
+                pending.append((nxt[0], self._sample(epoch, *nxt)))
+            if not pending:
+                return
+            index, batch = pending.popleft()
+            batch = self._fill(epoch, index, batch)
+            if lookahead:
+                self.features.prefetch([b.input_nodes for _, b in pending])
+            yield batch
 
     def _produce(self, epoch: int, out: queue.Queue, stop: threading.Event) -> None:
         def put(item: object) -> bool:
@@ -162,8 +189,8 @@ class DataLoader:
             return False
 
         try:
-            for index, seeds in enumerate(self.batch_seeds(epoch)):
-                if not put(self._make(epoch, index, seeds)):
+            for batch in self._batches(epoch):
+                if not put(batch):
                     return
             put(_Stop())
         except BaseException as exc:  # handed to the consumer, which re-raises it

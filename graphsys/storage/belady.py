@@ -81,7 +81,7 @@ def belady(batches: Sequence[torch.Tensor], capacity: int, num_rows: int) -> Bel
     cached = torch.empty(0, dtype=torch.int64)
     requests = np.zeros(len(batches), np.int64)
     misses = np.zeros(len(batches), np.int64)
-    for t, (batch, nxt) in enumerate(zip(batches, nexts)):
+    for t, (batch, nxt) in enumerate(zip(batches, nexts, strict=True)):
         requests[t] = batch.numel()
         misses[t] = batch.numel() - int(in_cache[batch].sum())
         key[batch] = nxt

@@ -88,6 +88,8 @@ class DeviceCache(StoreBase):
         policy: an :class:`EvictionPolicy` (``make_policy("hybrid", counts=...)``).
         device: where slots live; default CUDA if available, else CPU.
         victim: a :class:`VictimBuffer` receiving evicted rows, or ``None``.
+        lookahead: batches a :class:`~graphsys.DataLoader` samples ahead and passes to
+            :meth:`prefetch` (0: no prefetching).
 
     Example:
         >>> cache = DeviceCache(store, 4 << 30, make_policy("lru"))  # doctest: +SKIP
@@ -98,7 +100,9 @@ class DeviceCache(StoreBase):
 
     def __init__(self, fallback: Any, budget: int, policy: EvictionPolicy, *,
                  device: torch.device | str | None = None,
-                 victim: VictimBuffer | None = None) -> None:
+                 victim: VictimBuffer | None = None, lookahead: int = 0) -> None:
+        if lookahead < 0:
+            raise ValueError(f"lookahead must be >= 0 batches, got {lookahead}")
         device = default_device() if device is None else torch.device(device)
         super().__init__(fallback.num_rows, fallback.dim, fallback.dtype, device)
         if budget < 0:
@@ -107,6 +111,7 @@ class DeviceCache(StoreBase):
         self.capacity = min(int(budget) // self.row_bytes, self.num_rows)
         self.policy = policy
         self.victim = victim
+        self.lookahead = int(lookahead)
         self.counters = CacheCounters()
         self.step = 0
         self.rows = torch.empty((self.capacity, self.dim), dtype=self.dtype, device=device)

@@ -17,10 +17,10 @@ Policies (``make_policy(name, ...)``):
   pre-sampled access count (GNNLab), loaded once and never changed.
 - ``lru``: least recently used, at batch granularity.
 - ``clock``: second-chance CLOCK (one visited bit per slot and a hand).
-- ``hybrid``: a static hot set from the presample in ``static_fraction`` of the slots,
-  the rest ranked by an exponentially decayed online access count whose prior is the
-  presample (so it starts where ``frequency`` is and follows the stream when it
-  drifts; LSM-GNN's static + dynamic combination).
+- ``hybrid``: starts as ``frequency``; the rows surely hot by the presample are pinned,
+  the other slots follow an exponentially decayed online access count once the hit
+  rate falls below what the presample predicts (drift), LSM-GNN's static + dynamic
+  combination (see :class:`HybridPolicy`).
 """
 
 from __future__ import annotations
@@ -166,33 +166,65 @@ class ClockPolicy(EvictionPolicy):
         self.hand = (self.hand + int(last) + 1) % self.capacity
 
 
+def confident_static_fraction(counts: Any, capacity: int, z: float = 2.0) -> float:
+    """Share of ``capacity`` whose rows are in the top ``capacity`` beyond sampling noise.
+
+    A row counted ``c`` times in the presample is confidently hot when
+    ``c - z * sqrt(c)`` still exceeds the count at rank ``capacity`` (Poisson noise);
+    those rows are pinned, the uncertain rest of the slots stays dynamic.
+    """
+    counts = torch.as_tensor(np.asarray(counts), dtype=torch.float64)
+    if capacity <= 0 or counts.numel() == 0:
+        return 0.0
+    capacity = min(capacity, counts.numel())
+    top = torch.topk(counts, capacity).values
+    threshold = float(top[-1])
+    sure = int((top - z * top.sqrt() > threshold).sum())
+    return sure / capacity
+
+
 class HybridPolicy(EvictionPolicy):
-    """Static hot set plus a dynamic part ranked by a decayed access count.
+    """Static hot set plus a dynamic part that follows the stream when it drifts.
+
+    The cache starts as the presample's top rows (as ``frequency``). The
+    ``static_fraction`` of slots whose rows are surely hot are pinned; the others may
+    be replaced by rows ranked higher by an exponentially decayed access count (whose
+    prior is the presample rate). Replacements happen only while the recent hit rate
+    is more than ``tolerance`` below the hit rate the presample predicts for the
+    starting set: a stream that matches the presample keeps the frequency cache
+    (noise in online counts would only churn it), a drifting one is followed.
 
     Args:
         counts: pre-sampled access count of every row (from offline sampling).
         presample_batches: how many batches ``counts`` were gathered over.
-        static_fraction: share of the slots pinned to the hottest rows of ``counts``.
-        half_life: batches after which an access counts half as much. The prior
-            (``counts`` per batch) starts as if it had been observed forever.
+        static_fraction: share of slots pinned; ``None`` picks it from the presample
+            (:func:`confident_static_fraction`).
+        half_life: batches after which an access (and the hit-rate estimate) counts
+            half as much.
+        tolerance: relative drop of the hit rate below the prediction that counts as
+            drift.
     """
 
     name = "hybrid"
     #: Rescale scores before the growing increment leaves float32's exact range.
     _RESCALE_AT = 1e12
 
-    def __init__(self, counts: Any, presample_batches: int, *, static_fraction: float = 0.8,
-                 half_life: float = 32.0) -> None:
-        if not 0 <= static_fraction <= 1:
+    def __init__(self, counts: Any, presample_batches: int, *,
+                 static_fraction: float | None = None, half_life: float = 16.0,
+                 tolerance: float = 0.1) -> None:
+        if static_fraction is not None and not 0 <= static_fraction <= 1:
             raise ValueError(f"static_fraction must be in [0, 1], got {static_fraction}")
         if presample_batches < 1:
             raise ValueError(f"presample_batches must be >= 1, got {presample_batches}")
         if half_life <= 0:
             raise ValueError(f"half_life must be > 0 batches, got {half_life}")
+        if not 0 <= tolerance < 1:
+            raise ValueError(f"tolerance must be in [0, 1), got {tolerance}")
         self.counts = torch.as_tensor(np.asarray(counts), dtype=torch.float64)
         self.presample_batches = int(presample_batches)
-        self.static_fraction = float(static_fraction)
+        self.static_fraction = static_fraction
         self.half_life = float(half_life)
+        self.tolerance = float(tolerance)
         self.decay = 0.5 ** (1.0 / self.half_life)
 
     def bind(self, capacity: int, num_rows: int, device: torch.device) -> None:
@@ -205,7 +237,15 @@ class HybridPolicy(EvictionPolicy):
         rate = self.counts / self.presample_batches
         self.score = (rate / (1 - self.decay)).to(torch.float32).to(device)
         self.increment = 1.0
+        if self.static_fraction is None:
+            self.static_fraction = confident_static_fraction(self.counts, capacity)
         self.n_static = int(round(self.static_fraction * capacity))
+        total = float(self.counts.sum())
+        top = float(torch.topk(self.counts, min(capacity, num_rows)).values.sum())
+        self.expected_hit_rate = top / total if total else 0.0
+        self.recent_hits = self.expected_hit_rate  # decayed hits per decayed request
+        self.recent_requests = 1.0
+        self.drifting = False
 
     def preload_ids(self) -> torch.Tensor:
         order = torch.sort(self.counts, descending=True, stable=True).indices
@@ -214,6 +254,10 @@ class HybridPolicy(EvictionPolicy):
     def pinned_count(self) -> int:
         return self.n_static
 
+    @property
+    def recent_hit_rate(self) -> float:
+        return self.recent_hits / self.recent_requests
+
     def touch(self, ids: torch.Tensor, slots: torch.Tensor, step: int) -> None:
         # Growing the increment instead of decaying every score keeps this O(batch).
         self.increment /= self.decay
@@ -221,6 +265,11 @@ class HybridPolicy(EvictionPolicy):
             self.score /= self.increment
             self.increment = 1.0
         self.score[ids] += self.increment
+        if ids.numel():
+            hits = int((slots >= 0).sum()) / ids.numel()
+            self.recent_hits = self.decay * self.recent_hits + (1 - self.decay) * hits
+            self.recent_requests = self.decay * self.recent_requests + (1 - self.decay)
+        self.drifting = self.recent_hit_rate < (1 - self.tolerance) * self.expected_hit_rate
 
     def _rank(self, ids: torch.Tensor) -> torch.Tensor:
         return self.score[ids].double() / self.increment
@@ -229,16 +278,19 @@ class HybridPolicy(EvictionPolicy):
         return self._rank(id_of.clamp(min=0))
 
     def candidate_values(self, ids: torch.Tensor, step: int) -> torch.Tensor:
+        if not self.drifting:
+            return torch.full(ids.shape, NEVER, dtype=torch.float64, device=ids.device)
         return self._rank(ids)
 
     def describe(self) -> dict[str, Any]:
         return {"policy": self.name, "static_fraction": self.static_fraction,
-                "half_life": self.half_life}
+                "half_life": self.half_life, "tolerance": self.tolerance,
+                "expected_hit_rate": getattr(self, "expected_hit_rate", None)}
 
 
 def make_policy(name: str, *, counts: Any = None, presample_batches: int = 1,
-                degrees: Any = None, static_fraction: float = 0.8,
-                half_life: float = 32.0) -> EvictionPolicy:
+                degrees: Any = None, static_fraction: float | None = None,
+                half_life: float = 16.0) -> EvictionPolicy:
     """The policy called ``name``; static and hybrid ones need ``counts`` or ``degrees``."""
     if name == "degree":
         if degrees is None:

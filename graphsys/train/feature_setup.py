@@ -32,12 +32,16 @@ from graphsys.errors import TrainingConfigError
 from graphsys.loader.dataloader import DataLoader
 from graphsys.samplers.neighbor import NeighborSampler
 from graphsys.samplers.offline import loader_fingerprint, offline_sample
+from graphsys.storage.device_cache import DeviceCache
 from graphsys.storage.direct import ALIGN
 from graphsys.storage.host_cache import HostCacheStore, default_host_budget, hotness_order
+from graphsys.storage.memory import TensorStore
 from graphsys.storage.open import disk_source, feature_bytes, open_features
 from graphsys.storage.packed import PackedStore
 from graphsys.storage.packing import DEFAULT_SEGMENT_BYTES, pack_features, pack_summary
+from graphsys.storage.planner import CachePlan, hybrid_for, presample, presample_counts
 from graphsys.storage.tiered import TieredStore
+from graphsys.storage.victim import VictimBuffer
 
 STORAGE_KINDS = ("auto", "memory", "mmap", "direct", "zarr", "packed")
 
@@ -52,7 +56,36 @@ def train_loader(graph: Any, train_idx: np.ndarray, config: Any, *,
 
 
 def budget_of(config: Any) -> int:
-    return default_host_budget() if config.host_cache is None else int(config.host_cache)
+    """The host-cache budget: ``--host-cache``, else the plan's, else half of free RAM."""
+    if config.host_cache is not None:
+        return int(config.host_cache)
+    if getattr(config, "plan", None):
+        return CachePlan.load(config.plan).host_cache_bytes
+    return default_host_budget()
+
+
+def apply_plan(path: str | os.PathLike, store: Any, loader: DataLoader, *,
+               device: torch.device | str, log: Callable[[str], None] = print
+               ) -> DeviceCache:
+    """Wrap ``store`` in the device cache and victim buffer of the plan at ``path``."""
+    plan = CachePlan.load(path)
+    plan.check_loader(loader)
+    if isinstance(store, torch.Tensor):
+        store = TensorStore(store)
+    batches, n = presample(loader, plan.presample_batches)
+    policy = hybrid_for(plan, presample_counts(batches, store.num_rows), n)
+    # A packed store holds one segment at a time: rows of later batches are not there yet.
+    lookahead = 0 if hasattr(store, "prepare") else plan.lookahead
+    victim = VictimBuffer(VictimBuffer.rows_for(plan.victim_bytes, store.dim, store.dtype),
+                          store.num_rows, store.dim, store.dtype)
+    cache = DeviceCache(store, plan.device_cache_bytes, policy, device=device, victim=victim,
+                        lookahead=lookahead)
+    log(f"device cache {format_size(cache.nbytes)} on {cache.device} ({cache.capacity:,} "
+        f"rows, {policy.static_fraction:.0%} static), victim buffer "
+        f"{format_size(victim.nbytes)}, lookahead {lookahead} batches; the plan expects "
+        f"{plan.expected_share['prefetched' if lookahead else 'device']:.1%} of rows on "
+        "device when asked")
+    return cache
 
 
 def split_budget(budget: int) -> tuple[int, int]:

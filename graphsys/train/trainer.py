@@ -18,7 +18,12 @@ from graphsys._progress import progress_bar
 from graphsys._sizes import format_size
 from graphsys.errors import TrainingConfigError
 from graphsys.train.checkpoint import load_checkpoint, save_checkpoint
-from graphsys.train.feature_setup import STORAGE_KINDS, open_training_features, train_loader
+from graphsys.train.feature_setup import (
+    STORAGE_KINDS,
+    apply_plan,
+    open_training_features,
+    train_loader,
+)
 from graphsys.train.inference import layerwise_inference
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -55,6 +60,7 @@ class TrainConfig:
     storage: str = "auto"
     host_cache: int | None = None  # bytes; None = half the available memory
     pack_dir: str | None = None  # default: <dataset>/packs/<fingerprint>
+    plan: str | None = None  # a graphsys plan JSON: device cache + victim buffer
     device: str = "cpu"
     progress: bool = True
 
@@ -104,6 +110,7 @@ class EpochMetrics:
     edges_per_s: float
     feature_s: float = 0.0  # spent in feature reads (in the loader's thread)
     disk_bytes: int = 0  # read from disk for features this epoch
+    device_hit_rate: float | None = None  # rows on device when asked (with --plan)
 
 
 @dataclass
@@ -179,6 +186,9 @@ class Trainer:
                                    device=self.device)
         self.train_features, self.eval_features, self.storage = open_training_features(
             dataset, config, self.loader, log=self.log)
+        if config.plan:
+            self.train_features = apply_plan(config.plan, self.train_features, self.loader,
+                                             device=self.device, log=self.log)
         self.loader.features = self.train_features
         self.num_classes = int(dataset.num_classes)
         torch.manual_seed(config.seed)
@@ -287,7 +297,14 @@ class Trainer:
             if self.start_epoch == 0:
                 (self.out_dir / METRICS_NAME).unlink(missing_ok=True)
         for epoch in range(self.start_epoch, c.epochs):
+            counters = getattr(self.train_features, "counters", None)
+            before = (counters.hits + counters.staged_hits, counters.requests) \
+                if counters is not None else None
             loss, train_acc, epoch_s, seeds, edges = self.train_epoch(epoch)
+            hit_rate = None
+            if before is not None:
+                asked = counters.requests - before[1]
+                hit_rate = (counters.hits + counters.staged_hits - before[0]) / max(asked, 1)
             stats = getattr(self.train_features, "stats", None)
             feature_s = sum(t.seconds for t in stats.tiers.values()) if stats else 0.0
             disk_bytes = stats.disk_bytes if stats else 0
@@ -298,7 +315,8 @@ class Trainer:
                 val_acc, test_acc = self.evaluate([self.val_idx, self.test_idx])
                 eval_s = time.perf_counter() - t0
             metrics = EpochMetrics(epoch, loss, train_acc, val_acc, test_acc, epoch_s, eval_s,
-                                   seeds / epoch_s, edges / epoch_s, feature_s, disk_bytes)
+                                   seeds / epoch_s, edges / epoch_s, feature_s, disk_bytes,
+                                   hit_rate)
             self.history.append(metrics)
             self.log(format_epoch(metrics))
             if self.out_dir is not None:
@@ -322,6 +340,8 @@ def format_epoch(m: EpochMetrics) -> str:
     if m.val_acc is not None:
         evals = f" | val {m.val_acc:.4f} | test {m.test_acc:.4f} | eval {m.eval_s:.1f}s"
     disk = f", disk {format_size(m.disk_bytes)}" if m.disk_bytes else ""
+    if m.device_hit_rate is not None:
+        disk += f", on device {m.device_hit_rate:.1%}"
     return (f"epoch {m.epoch:3d} | loss {m.loss:.4f} | train {m.train_acc:.4f}{evals} | "
             f"{m.epoch_s:.2f}s ({m.seeds_per_s:,.0f} seeds/s, {m.edges_per_s:,.0f} edges/s; "
             f"features {m.feature_s:.2f}s{disk})")
