@@ -60,6 +60,7 @@ FANOUTS = [15, 10, 5]
 DRIFT_FANOUTS = [10, 10, 10]
 BATCH = 1024
 CAPACITIES = (0.05, 0.10, 0.20)
+SCENARIOS = ("stationary", "seed-drift", "fanout-drift")
 POLICIES = ("none", "degree", "frequency", "lru", "clock", "hybrid", "hybrid+victim+prefetch",
             "belady")
 
@@ -197,6 +198,8 @@ def targets(results: dict) -> dict:
     out = {}
     for wl, scenarios in results.items():
         for sc, r in scenarios.items():
+            if "0.1" not in r["capacities"]:
+                continue
             p = r["capacities"]["0.1"]["policies"]
             pf = p["hybrid+victim+prefetch"]
             check = {
@@ -254,23 +257,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--headroom", type=float, default=1.25,
                         help="link rows per batch, as a multiple of Belady's mean misses")
     parser.add_argument("--capacities", type=float, nargs="+", default=list(CAPACITIES))
+    parser.add_argument("--workloads", nargs="+", default=["papers", "products"],
+                        choices=["papers", "products"])
+    parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=SCENARIOS)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON path (default bench/results/cache_policy[_quick].json)")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     results: dict = {}
     for name, config in workloads(args.quick).items():
+        if name not in args.workloads:
+            continue
         ds = load(name, config)
-        scenarios = ("stationary", "seed-drift", "fanout-drift")
-        results[name] = {sc: run_scenario(name, ds, sc, args) for sc in scenarios}
+        results[name] = {sc: run_scenario(name, ds, sc, args) for sc in args.scenarios}
     result = {"bench": "cache_policy", "date": datetime.now(timezone.utc).isoformat(),
               "machine": machine(), "command": "python bench/cache_policy.py"
-              + (" --quick" if args.quick else ""),
+              + " ".join([""] + (argv if argv is not None else sys.argv[1:])),
               "fanouts": FANOUTS, "batch_size": BATCH, "lookahead": args.lookahead,
               "headroom": args.headroom,
               "workloads": {k: vars(v) for k, v in workloads(args.quick).items()},
               "results": results}
     result["targets_at_10pct"] = targets(results)
     suffix = "_quick" if args.quick else ""
-    out = ROOT / "results" / f"cache_policy{suffix}.json"
+    out = args.out or ROOT / "results" / f"cache_policy{suffix}.json"
     atomic_write_bytes(out, json.dumps(result, indent=2).encode())
     plot(result, out.with_suffix(".png"))
     for key, check in result["targets_at_10pct"].items():

@@ -313,6 +313,9 @@ class DeviceCache(StoreBase):
         staged; rows of later batches are fetched into slots when they outrank a
         resident. At most ``budget_rows`` rows move (default: no limit).
         """
+        if budget_rows is not None and budget_rows < 0:
+            raise ValueError(f"budget_rows must be >= 0 rows (or None: no limit), got "
+                             f"{budget_rows}")
         batches = [torch.unique(self._ids(b)) for b in upcoming]
         self._set_window(batches)
         if not batches:

@@ -84,6 +84,12 @@ class StaticPolicy(EvictionPolicy):
         self.scores = torch.as_tensor(np.asarray(scores), dtype=torch.float64)
         self.name = name
 
+    def bind(self, capacity: int, num_rows: int, device: torch.device) -> None:
+        super().bind(capacity, num_rows, device)
+        if len(self.scores) != num_rows:
+            raise ValueError(f"{self.name} scores have {len(self.scores)} entries, the store "
+                             f"{num_rows} rows; pass one score per row")
+
     def preload_ids(self) -> torch.Tensor:
         order = torch.sort(self.scores, descending=True, stable=True).indices
         return order[: self.capacity]
