@@ -67,17 +67,22 @@ class SamplingLog:
         return batch_position(self.epochs, self.batches_per_epoch, epoch, index)
 
 
-def offline_sample(loader: Any, epochs: Sequence[int] = (0,), *, progress: bool = False
-                   ) -> SamplingLog:
-    """Sample ``epochs`` of ``loader`` exactly as iterating it would, keeping input nodes."""
+def offline_sample(loader: Any, epochs: Sequence[int] = (0,), *, progress: bool = False,
+                   max_batches: int | None = None) -> SamplingLog:
+    """Sample ``epochs`` of ``loader`` exactly as iterating it would, keeping input nodes.
+
+    ``max_batches`` keeps only the first batches of each epoch (a presample); the log's
+    ``batches_per_epoch`` is then that count.
+    """
     epochs = [int(e) for e in epochs]
     if not epochs:
         raise ValueError("epochs is empty: sample at least one epoch")
+    per_epoch = len(loader) if max_batches is None else min(len(loader), int(max_batches))
     parts, sizes = [], [0]
-    with progress_bar(total=len(loader) * len(epochs), desc="offline sampling",
+    with progress_bar(total=per_epoch * len(epochs), desc="offline sampling",
                       unit="batch", enable=progress) as bar:
         for epoch in epochs:
-            for index, seeds in enumerate(loader.batch_seeds(epoch)):
+            for index, seeds in enumerate(loader.batch_seeds(epoch)[:per_epoch]):
                 batch = loader.sampler.sample(loader.graph, seeds,
                                               key=loader.batch_key(epoch, index))
                 nodes = batch.input_nodes.numpy()
@@ -86,5 +91,5 @@ def offline_sample(loader: Any, epochs: Sequence[int] = (0,), *, progress: bool 
                 bar.update(1)
     offsets = np.cumsum(sizes, dtype=np.int64)
     input_nodes = np.concatenate(parts) if parts else np.empty(0, np.int64)
-    return SamplingLog(loader_fingerprint(loader, epochs), epochs, len(loader),
+    return SamplingLog(loader_fingerprint(loader, epochs), epochs, per_epoch,
                        input_nodes.astype(np.int64, copy=False), offsets)

@@ -22,6 +22,7 @@ import torch
 
 from graphsys._atomic import atomic_write_bytes
 from graphsys.errors import TrainingConfigError
+from graphsys.samplers.offline import SamplingLog, offline_sample
 from graphsys.storage.base import StoreBase
 from graphsys.storage.device_cache import DeviceCache
 from graphsys.storage.policies import HybridPolicy, confident_static_fraction
@@ -97,20 +98,16 @@ class CachePlan:
                 "the training options")
 
 
-def presample(loader: Any, batches: int) -> tuple[list[torch.Tensor], int]:
-    """Input nodes of the first ``batches`` batches of the presample epoch."""
-    out = []
-    for index, seeds in enumerate(loader.batch_seeds(PRESAMPLE_EPOCH)[:batches]):
-        batch = loader.sampler.sample(loader.graph, seeds,
-                                      key=loader.batch_key(PRESAMPLE_EPOCH, index))
-        out.append(batch.input_nodes.to(torch.int64))
-    return out, len(out)
+def presample(loader: Any, batches: int) -> SamplingLog:
+    """The first ``batches`` batches of the presample epoch, sampled offline."""
+    return offline_sample(loader, [PRESAMPLE_EPOCH], max_batches=batches)
 
 
-def presample_counts(batches: list[torch.Tensor], num_rows: int) -> np.ndarray:
-    if not batches:
-        return np.zeros(num_rows, np.int64)
-    return np.bincount(torch.cat(batches).numpy(), minlength=num_rows)
+def presample_counts(log: SamplingLog, num_rows: int, batches: int | None = None
+                     ) -> np.ndarray:
+    """How often each row is read in the log's first ``batches`` batches (default all)."""
+    end = log.offsets[log.num_batches if batches is None else batches]
+    return np.bincount(log.input_nodes[:end], minlength=num_rows)
 
 
 def hybrid_for(plan: CachePlan, counts: np.ndarray, batches: int) -> HybridPolicy:
@@ -152,9 +149,11 @@ def plan_cache(loader: Any, row_bytes: int, *, device_cache: int, victim: int,
     full = num_rows * row_bytes
     device_cache, victim, host_cache = (min(v, full) for v in (device_cache, victim,
                                                                 host_cache))
-    batches, n = presample(loader, presample_batches)
+    log = presample(loader, presample_batches)
+    n = log.num_batches
     half = max(1, n // 2)
-    counts = presample_counts(batches[:half], num_rows)
+    counts = presample_counts(log, num_rows, half)
+    batches = [torch.from_numpy(b) for b in log]
     held_out = batches[half:] or batches[:half]
     device_rows = device_cache // row_bytes
     static_fraction = confident_static_fraction(counts, device_rows)

@@ -26,6 +26,7 @@ Policies (``make_policy(name, ...)``):
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from typing import Any, Literal
 
 import numpy as np
@@ -38,8 +39,8 @@ NEVER = -math.inf  # candidate value of a row a policy never admits
 PINNED = math.inf  # slot key of a row a policy never evicts
 
 
-class EvictionPolicy:
-    """Base class: a dynamic policy with no opinion (subclasses override the ranks)."""
+class EvictionPolicy(ABC):
+    """Base class: subclasses rank slots and candidates; the hooks default to no-ops."""
 
     name = "policy"
     #: Static policies fill the cache once and admit nothing.
@@ -56,19 +57,21 @@ class EvictionPolicy:
         """How many of the preloaded rows are pinned (their slots are never evicted)."""
         return 0
 
-    def touch(self, ids: torch.Tensor, slots: torch.Tensor, step: int) -> None:
+    def touch(self, ids: torch.Tensor, slots: torch.Tensor, step: int) -> None:  # noqa: B027
         """Record an access to every id in ``ids`` (``slots[i]`` its slot, or -1)."""
 
+    @abstractmethod
     def slot_keys(self, id_of: torch.Tensor, step: int) -> torch.Tensor:
-        raise NotImplementedError
+        """Rank of each slot's row (low = evicted first)."""
 
+    @abstractmethod
     def candidate_values(self, ids: torch.Tensor, step: int) -> torch.Tensor:
-        raise NotImplementedError
+        """Rank of each fetched row (admitted only over a slot ranked lower)."""
 
-    def admitted(self, ids: torch.Tensor, slots: torch.Tensor, step: int) -> None:
+    def admitted(self, ids: torch.Tensor, slots: torch.Tensor, step: int) -> None:  # noqa: B027
         """``ids`` now live in ``slots``."""
 
-    def evicted(self, slots: torch.Tensor, keys: torch.Tensor) -> None:
+    def evicted(self, slots: torch.Tensor, keys: torch.Tensor) -> None:  # noqa: B027
         """The rows of ``slots`` (ranked ``keys`` when chosen) were evicted."""
 
     def describe(self) -> dict[str, Any]:

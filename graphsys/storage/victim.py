@@ -36,7 +36,6 @@ class VictimBuffer:
         self.position = torch.full((num_rows,), -1, dtype=torch.int32)
         self.head = 0
         self.hits = 0
-        self.puts = 0
 
     @staticmethod
     def rows_for(nbytes: int, dim: int, dtype: torch.dtype) -> int:
@@ -85,4 +84,3 @@ class VictimBuffer:
         self.position[ids] = pos.to(torch.int32)
         self.rows[pos] = rows.cpu()
         self.head = (self.head + n) % self.capacity
-        self.puts += n

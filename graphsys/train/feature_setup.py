@@ -72,8 +72,8 @@ def apply_plan(path: str | os.PathLike, store: Any, loader: DataLoader, *,
     plan.check_loader(loader)
     if isinstance(store, torch.Tensor):
         store = TensorStore(store)
-    batches, n = presample(loader, plan.presample_batches)
-    policy = hybrid_for(plan, presample_counts(batches, store.num_rows), n)
+    sampled = presample(loader, plan.presample_batches)
+    policy = hybrid_for(plan, presample_counts(sampled, store.num_rows), sampled.num_batches)
     # A packed store holds one segment at a time: rows of later batches are not there yet.
     lookahead = 0 if hasattr(store, "prepare") else plan.lookahead
     victim = VictimBuffer(VictimBuffer.rows_for(plan.victim_bytes, store.dim, store.dtype),
