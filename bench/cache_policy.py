@@ -24,7 +24,11 @@ half an epoch the training seeds switch to another community); ``fanout-drift``
 
 Demand misses of the prefetching run depend on the link: the prefetcher may move at
 most ``headroom`` x (Belady's mean rows per batch) rows while a batch computes, i.e.
-a link that could carry the least possible traffic with 25% to spare.
+a link that could carry the least possible traffic with 25% to spare. It looks
+``lookahead`` batches ahead and stages rows beside the slots: the next batch's
+missing rows, plus rows of later batches while fewer than ``stage`` x the link's rows
+per batch are staged (device memory beyond the cache's capacity, reported as
+``stage_rows``; with the default it is one compute step of transfers).
 
 Run: ``python bench/cache_policy.py`` (about 15 minutes on 2 cores) or ``--quick``.
 Writes ``bench/results/cache_policy[_quick].json`` and ``.png``.
@@ -177,9 +181,12 @@ def run_scenario(name: str, ds, scenario: str, args) -> dict:
                               degrees=degrees)
             if policy == "hybrid+victim+prefetch":
                 victim = VictimBuffer(capacity, n, 1, torch.float32)
-                cache = DeviceCache(source, budget, pol, device="cpu", victim=victim)
+                cache = DeviceCache(source, budget, pol, device="cpu", victim=victim,
+                                    lookahead=args.lookahead,
+                                    stage_rows=int(args.stage * link))
                 rows[policy] = replay(cache, warm, measured, lookahead=args.lookahead,
                                       budget=link)
+                rows[policy]["stage_rows"] = cache.stage_rows
             else:
                 cache = DeviceCache(source, budget, pol, device="cpu")
                 rows[policy] = replay(cache, warm, measured)
@@ -253,7 +260,10 @@ def plot(result: dict, path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="200k-node graphs (~1 min)")
-    parser.add_argument("--lookahead", type=int, default=4, help="prefetch window (batches)")
+    parser.add_argument("--lookahead", type=int, default=16,
+                        help="prefetch window (batches)")
+    parser.add_argument("--stage", type=float, default=1.0,
+                        help="rows staged for later batches, in link rows per batch")
     parser.add_argument("--headroom", type=float, default=1.25,
                         help="link rows per batch, as a multiple of Belady's mean misses")
     parser.add_argument("--capacities", type=float, nargs="+", default=list(CAPACITIES))
@@ -274,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
               "machine": machine(), "command": "python bench/cache_policy.py"
               + " ".join([""] + (argv if argv is not None else sys.argv[1:])),
               "fanouts": FANOUTS, "batch_size": BATCH, "lookahead": args.lookahead,
-              "headroom": args.headroom,
+              "headroom": args.headroom, "stage": args.stage,
               "workloads": {k: vars(v) for k, v in workloads(args.quick).items()},
               "results": results}
     result["targets_at_10pct"] = targets(results)

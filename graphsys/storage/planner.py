@@ -134,7 +134,7 @@ class _CountingSource(StoreBase):
 
 
 def plan_cache(loader: Any, row_bytes: int, *, device_cache: int, victim: int,
-               host_cache: int, presample_batches: int = 64, lookahead: int = 4,
+               host_cache: int, presample_batches: int = 64, lookahead: int = 16,
                half_life: float = 16.0) -> CachePlan:
     """Propose tiers within the given byte budgets for the batches ``loader`` yields."""
     num_rows = loader.graph.num_nodes()
@@ -183,7 +183,7 @@ def plan_cache(loader: Any, row_bytes: int, *, device_cache: int, victim: int,
         fanouts=tuple(int(f) for f in loader.sampler.fanouts),
         batch_size=loader.batch_size, seed=loader.seed, num_rows=num_rows,
         row_bytes=row_bytes, batches_per_epoch=len(loader),
-        # A row prefetched into a slot is a hit when asked but was still moved: the
+        # A staged row is on the device when asked but was still moved: the
         # device's share is what never crossed the link, so the shares add up to one.
         expected_share={"device": max(0.0, 1 - c.moved_rows / requests),
                         "prefetched": (c.hits + c.staged_hits) / requests,

