@@ -10,9 +10,10 @@ Evicted rows go to the :class:`VictimBuffer` if there is one.
 
 Prefetch (LSM-GNN's preemptive victim-buffer prefetcher): ``prefetch(upcoming)``
 takes the input nodes of the next ``k`` batches in the sampling queue. While batch
-``t`` computes it stages the rows of ``t+1`` the device lacks and fetches rows of
-``t+2..t+k`` into slots, up to ``budget_rows`` rows per call (the link's capacity
-during one compute step). Rows needed within the window rank above every other row,
+``t`` computes it stages the rows of ``t+1`` the device lacks, then rows of
+``t+2..t+k`` while the stage has room, from the victim buffer or the fallback, up to
+``budget_rows`` rows per call (the link's capacity during one compute step). Staging
+never evicts. At admission, rows needed within the window rank above every other row,
 so eviction there is Belady's rule; beyond it the policy's ranking decides.
 
 Counters (``cache.counters``) separate rows found on the device when asked
@@ -322,10 +323,11 @@ class DeviceCache(StoreBase):
         ``upcoming[0]`` is the batch the next :meth:`read` asks for. Its missing rows are
         staged first (they move anyway), then those of ``upcoming[1]``, ... (first
         opportunity, nearest use first) while the stage holds at most ``stage_rows``
-        rows; in all at most ``budget_rows`` rows per call (default no limit). Staged rows wait beside the slots,
-        not in them: fetching a row early must not evict a resident (an early fetch into
-        a slot shrinks the cache by the rows in flight, which cost 1.3x Belady's traffic
-        on the papers-like bench against 1.13x this way). The whole window still ranks
+        rows; in all at most ``budget_rows`` rows per call (default no limit).
+
+        Staged rows wait beside the slots, not in them: an early fetch into a slot
+        evicts a resident and so shrinks the cache by the rows in flight (1.30x Belady's
+        traffic on the papers-like bench, 1.11x staged). The whole window still ranks
         rows at admission: a row needed within it outranks any row that is not.
         """
         if budget_rows is not None and budget_rows < 0:
