@@ -133,7 +133,8 @@ class PipelinedLoader:
         return batch
 
     def _prefetch_ahead(self, pending: deque) -> None:
-        if pending and int(getattr(self.loader.features, "lookahead", 0) or 0):
+        # Called after every read, as DataLoader does (an empty window at the epoch's end).
+        if int(getattr(self.loader.features, "lookahead", 0) or 0):
             self.loader.features.prefetch([b.input_nodes for _, b in pending])
 
     # -- serial ------------------------------------------------------------------------

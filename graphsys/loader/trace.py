@@ -69,11 +69,13 @@ class StageTrace:
         return out
 
     def wall(self, epoch: int | None = None) -> float:
-        """Seconds from the first batch's start to the last one's end (one epoch or all)."""
+        """Wall seconds of one epoch's batches, or of every epoch (not what ran between)."""
         with self._lock:
             if epoch is not None and epoch in self.epochs:
                 start, end = self.epochs[epoch]
                 return end - start
+            if epoch is None and self.epochs:
+                return sum(end - start for start, end in self.epochs.values())
             spans = [s for s in self.spans if epoch is None or s.epoch == epoch]
         return max(s.end for s in spans) - min(s.start for s in spans) if spans else 0.0
 

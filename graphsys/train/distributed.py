@@ -105,8 +105,16 @@ def init(*, device: str | torch.device | None = None, backend: str | None = None
     if backend not in ("nccl", "gloo"):
         raise TrainingConfigError(f"backend={backend!r} is unknown; pass nccl or gloo")
     if not dist.is_initialized():
+        timeout = timedelta(seconds=timeout_s)
         try:
-            dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s),
+            # torchrun's own store (env://), namespaced per restart: a restarted job may
+            # be handed the store of the attempt that failed, where the dead ranks' gloo
+            # addresses would still be found (seen with torch 2.13, --standalone).
+            store, rank, world = next(dist.rendezvous("env://", timeout=timeout))
+            attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+            store = dist.PrefixStore(f"graphsys/attempt_{attempt}", store)
+            dist.init_process_group(backend, store=store, rank=rank, world_size=world,
+                                    timeout=timeout,
                                     device_id=device if backend == "nccl" else None)
         except (RuntimeError, ValueError) as exc:
             raise RankFailure(

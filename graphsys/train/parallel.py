@@ -322,3 +322,37 @@ class ParallelTrainer(Trainer):
             self.log(f"stage profile (rank {self.ctx.rank}), all epochs; trace in {path} "
                      "(open in ui.perfetto.dev or chrome://tracing):\n" + self.trace.summary())
         return result
+
+    def close(self) -> None:
+        """Leave the process group (every rank, once training is over)."""
+        if self.ctx.distributed:
+            from graphsys.train.distributed import shutdown
+
+            shutdown()
+
+
+def wants_parallel(args: Any) -> bool:
+    """Whether ``graphsys train``'s arguments ask for this trainer (not the plain one)."""
+    from graphsys.train.distributed import launched
+
+    return launched() or args.pipeline is not None or args.profile is not None
+
+
+def parallel_trainer(dataset: Any, config: TrainConfig, args: Any) -> ParallelTrainer:
+    """The trainer of ``graphsys train`` under torchrun or with ``--pipeline/--profile``.
+
+    Joins the torchrun job if there is one; after a ``torchrun --max-restarts``
+    restart it resumes from the run's checkpoint (``--resume`` does the same by hand).
+    """
+    from graphsys.train.distributed import init
+
+    ctx = init(device=config.device, timeout_s=args.dist_timeout)
+    options = ParallelOptions(pipeline=args.pipeline or "pipelined",
+                              profile=None if args.profile is None else str(args.profile),
+                              shared_cache=args.shared_cache,
+                              checkpoint_every=args.checkpoint_every)
+    trainer = ParallelTrainer(dataset, config, ctx=ctx, options=options, out_dir=args.out,
+                              log=lambda line: print(line, flush=True))
+    if not args.resume:
+        trainer.resume_if_restarted()
+    return trainer
