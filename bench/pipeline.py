@@ -148,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     budget = parse_size(args.budget)
     torch.set_num_threads(args.threads)
 
-    args.dataset_path = args.dataset or ROOT / ".data" / f"ooc-{args.nodes}-{args.edges}-d{args.dim}"
+    args.dataset_path = (args.dataset or
+                         ROOT / ".data" / f"ooc-{args.nodes}-{args.edges}-d{args.dim}")
     ds = ensure_dataset(args.dataset_path, args)
     entry = ds.manifest.arrays["features"]
     feat_path = args.dataset_path / entry.path

@@ -148,7 +148,7 @@ def test_trace_is_valid_chrome_json_with_every_stage(graph, feats, tmp_path: Pat
         assert sorted(by_stage[stage]) == list(range(batches)), stage
     # Per batch, each stage starts after the one before it ended.
     for b in range(batches):
-        for before, after in zip(STAGES, STAGES[1:]):
+        for before, after in zip(STAGES, STAGES[1:], strict=False):
             end = by_stage[before][b]["ts"] + by_stage[before][b]["dur"]
             assert by_stage[after][b]["ts"] >= end - 1e-3, (b, before, after)
     names = {e["args"]["name"] for e in data["traceEvents"] if e["name"] == "thread_name"}
