@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -34,16 +35,21 @@ def main() -> int:
     parser.add_argument("--die", default=None,
                         help="RANK,EPOCH,BATCH: that rank kills itself after that batch "
                              "(on the first attempt only, under torchrun --max-restarts)")
+    parser.add_argument("--hang", default=None,
+                        help="RANK,EPOCH,BATCH: that rank stops answering after that batch")
     args = parser.parse_args()
     ctx = init(device="cpu", timeout_s=args.timeout)
     config = TrainConfig(fanouts=(5, 5), hidden=16, batch_size=args.batch_size,
                          epochs=args.epochs, dropout=0.0, eval_every=0, progress=False,
                          seed=1)
     die = tuple(int(v) for v in args.die.split(",")) if args.die else None
+    hang = tuple(int(v) for v in args.hang.split(",")) if args.hang else None
 
     def on_batch(epoch: int, index: int) -> None:
         if die and ctx.restart_count == 0 and (ctx.rank, epoch, index) == die:
             os.kill(os.getpid(), signal.SIGKILL)  # a crash: no cleanup, no goodbye
+        if hang and (ctx.rank, epoch, index) == hang:
+            time.sleep(3600)  # alive, connections open, never at the next collective
 
     trainer = ParallelTrainer(graphsys.load_dataset(args.dataset), config, ctx=ctx,
                               options=ParallelOptions(shared_cache=args.shared_cache,

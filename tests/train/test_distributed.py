@@ -206,3 +206,17 @@ def test_restart_resumes_with_the_same_weights(dataset_dir: Path, straight_run: 
     reference = [json.loads(line)["loss"] for line in
                  (straight_run / "metrics.jsonl").read_text().splitlines()]
     assert losses == reference
+
+
+def test_a_hung_rank_fails_the_other_at_the_timeout(dataset_dir: Path, tmp_path: Path) -> None:
+    # Rank 1 stays alive with its connections open: only the collective timeout helps.
+    timeout = 5
+    procs = launch_ranks([str(dataset_dir), str(tmp_path), "--timeout", str(timeout),
+                          "--hang", "1,0,1"])
+    try:
+        out, err = procs[0].communicate(timeout=timeout + 90)
+    finally:
+        procs[1].kill()
+        procs[1].communicate()
+    assert procs[0].returncode == 2, out + err
+    assert f"rank 0 of 2: a collective failed or waited more than {timeout}s" in err
