@@ -21,10 +21,14 @@ import pytest
 import torch
 
 import graphsys
+import graphsys.distributed
 from graphsys.datasets.synthetic import SyntheticConfig, generate_synthetic
+from graphsys.errors import TrainingConfigError
 from graphsys.loader.distributed import DistributedDataLoader
 from graphsys.samplers.neighbor import NeighborSampler
 from graphsys.train import TrainConfig, Trainer
+from graphsys.train.distributed import DistContext
+from graphsys.train.parallel import _distributed_config
 
 WORKER = Path(__file__).with_name("_dist_worker.py")
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -132,6 +136,27 @@ def test_split_refuses_bad_ranks() -> None:
     with pytest.raises(ValueError, match="cannot be split over 4 ranks"):
         DistributedDataLoader(graph, np.arange(3), NeighborSampler([2]), rank=0,
                               world_size=4)
+
+
+def test_init_outside_torchrun_is_a_world_of_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    ctx = graphsys.distributed.init(device="cpu")
+    assert (ctx.rank, ctx.world_size, ctx.backend, ctx.distributed) == (0, 1, None, False)
+    assert not torch.distributed.is_initialized()
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(TrainingConfigError, match="MASTER_ADDR, MASTER_PORT are not set"):
+        graphsys.distributed.init(device="cpu")
+
+
+def test_packed_storage_is_refused_under_torchrun(dataset_dir: Path) -> None:
+    ctx = DistContext(rank=0, world_size=2)
+    with pytest.raises(TrainingConfigError, match="pass --storage direct"):
+        _distributed_config(graphsys.load_dataset(dataset_dir),
+                            TrainConfig(storage="packed"), ctx)
+    config = _distributed_config(graphsys.load_dataset(dataset_dir), TrainConfig(), ctx)
+    assert config.storage == "memory"  # auto: the features fit the host-cache budget
 
 
 # -- two gloo processes ------------------------------------------------------------------
