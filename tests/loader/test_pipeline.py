@@ -229,3 +229,15 @@ def test_cli_profile_writes_a_trace_and_says_where_time_went(dataset_dir: Path,
     assert "slowest stage" in printed and "sample" in printed and "compute" in printed
     events = json.loads(trace.read_text())["traceEvents"]
     assert set(STAGES) <= {e["name"] for e in events if e["ph"] == "X"}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("mode", ["pipelined", "serial"])
+def test_copy_on_a_side_stream_gives_the_same_batches(graph, feats, mode) -> None:
+    plain = make_loader(graph, feats, device="cuda")
+    piped = PipelinedLoader(make_loader(graph, feats, device="cuda"), mode=mode)
+    for _epoch in range(2):
+        batches = list(piped)
+        assert all(b.blocks[0].srcdata["feat"].is_cuda for b in batches)
+        assert as_lists(batches) == as_lists(plain)
