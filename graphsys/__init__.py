@@ -32,7 +32,15 @@ _LAZY = {
 }
 
 
+#: Subpackages reachable as attributes after a plain ``import graphsys`` (loaded on use).
+_SUBMODULES = frozenset({"distributed"})
+
+
 def __getattr__(name: str) -> object:
+    if name in _SUBMODULES:  # graphsys.distributed.init() in a torchrun script
+        import importlib
+
+        return importlib.import_module(f"graphsys.{name}")
     if name in _LAZY:
         import importlib
 

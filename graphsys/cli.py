@@ -139,6 +139,26 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--resume", action="store_true",
                        help="continue from --out/checkpoint.pt")
     train.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_parallel_options(train)
+
+
+def _add_parallel_options(train: argparse.ArgumentParser) -> None:
+    """Pipeline, profile and torchrun options of ``graphsys train`` (issue 6)."""
+    train.add_argument("--pipeline", choices=("pipelined", "serial"), default=None,
+                       help="run sample / read / copy / compute in their own threads "
+                            "(pipelined, the default under torchrun or with --profile) or "
+                            "one after another (serial)")
+    train.add_argument("--profile", type=Path, default=None,
+                       help="write a Chrome trace (Perfetto JSON) of the pipeline stages "
+                            "here and print where the time went")
+    train.add_argument("--shared-cache", type=_size, default=0,
+                       help="under torchrun: bytes of hot feature rows each rank caches and "
+                            "serves to the others, e.g. 2GB (default 0: none)")
+    train.add_argument("--checkpoint-every", type=int, default=0,
+                       help="also checkpoint every N batches (default 0: at epoch ends)")
+    train.add_argument("--dist-timeout", type=float, default=600.0,
+                       help="seconds a collective may wait for the other ranks before the "
+                            "job fails (default 600)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -316,7 +336,13 @@ def _train(args: argparse.Namespace) -> int:
     print(f"{dataset.name}: {dataset.graph.num_nodes():,} nodes, "
           f"{dataset.graph.num_edges():,} edges; {config.model} with fanouts "
           f"{list(config.fanouts)}, {config.epochs} epochs on {config.device}", flush=True)
-    trainer = Trainer(dataset, config, out_dir=args.out, log=lambda line: print(line, flush=True))
+    from graphsys.train.parallel import parallel_trainer, wants_parallel
+
+    if wants_parallel(args):
+        trainer = parallel_trainer(dataset, config, args)
+    else:
+        trainer = Trainer(dataset, config, out_dir=args.out,
+                          log=lambda line: print(line, flush=True))
     if args.resume:
         print(f"resuming at epoch {trainer.resume()}", flush=True)
     result = trainer.fit()
@@ -325,6 +351,8 @@ def _train(args: argparse.Namespace) -> int:
     else:
         print(f"final test accuracy {result.test_acc:.4f} (best val "
               f"{result.best_val_acc:.4f} at epoch {result.best_epoch})")
+    if hasattr(trainer, "close"):
+        trainer.close()
     return 0
 
 

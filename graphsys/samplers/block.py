@@ -126,7 +126,8 @@ class Block:
         self.indptr, self.indices = self.indptr.pin_memory(), self.indices.pin_memory()
         for data in (self.srcdata, self.dstdata, self.edata):
             for k, v in data.items():
-                data[k] = v.pin_memory()
+                # Rows a device cache already returned on the GPU cannot (need not) be pinned.
+                data[k] = v if v.is_cuda else v.pin_memory()
         self.dstdata[NID] = self.srcdata[NID][: self._num_dst]
         return self
 
