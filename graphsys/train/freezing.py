@@ -89,7 +89,8 @@ class FreezeConfig:
         object.__setattr__(self, "codecs", tuple(str(c) for c in self.codecs))
         if self.at and self.auto:
             raise TrainingConfigError("pass --freeze-at or --freeze-auto, not both")
-        if any(e < 0 for e in self.at) or any(b <= a for a, b in zip(self.at, self.at[1:])):
+        steps = zip(self.at, self.at[1:], strict=False)
+        if any(e < 0 for e in self.at) or any(b <= a for a, b in steps):
             raise TrainingConfigError(f"freeze_at={list(self.at)} must be increasing epochs "
                                       ">= 0, one per layer to freeze, e.g. 5,10")
         if self.threshold <= 0 or self.window < 1:
@@ -119,7 +120,8 @@ def layer_parameters(model: Any, k: int) -> list[torch.nn.Parameter]:
 def relative_changes(previous: Sequence[torch.Tensor], model: Any) -> list[float]:
     """``||W_now - W_before|| / ||W_before||`` per layer (flattened parameters)."""
     now = layer_snapshots(model)
-    return [float((b - a).norm() / a.norm().clamp(min=1e-12)) for a, b in zip(previous, now)]
+    return [float((b - a).norm() / a.norm().clamp(min=1e-12))
+            for a, b in zip(previous, now, strict=True)]
 
 
 def layer_snapshots(model: Any) -> list[torch.Tensor]:
@@ -214,6 +216,21 @@ def calibrate_noise(model: Any, graph: Any, source: Any, *, first: int, layer: i
     sampler = NeighborSampler(list(fanouts[first : layer + 1]), seed=seed)
     reference = gather_rows(cached, torch.from_numpy(nodes)).float()
     squared = torch.zeros(reference.shape[1])
+    # Its own random stream: a resumed run calibrates exactly as the straight one did.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        _accumulate(model, graph, source, sampler, nodes, draws, first, layer, transform,
+                    noise, reference, squared)
+    model.train(was_training)
+    sigma = (squared / (draws * len(nodes))).sqrt()
+    return EmbeddingNoise(sigma, float(reference.min()) if reference.numel() else 0.0)
+
+
+def _accumulate(model: Any, graph: Any, source: Any, sampler: NeighborSampler,
+                nodes: np.ndarray, draws: int, first: int, layer: int,
+                transform: Callable[[torch.Tensor], torch.Tensor] | None,
+                noise: EmbeddingNoise | None, reference: torch.Tensor,
+                squared: torch.Tensor) -> None:
     try:
         for draw in range(draws):
             batch = sampler.sample(graph, nodes, key=draw)
@@ -229,9 +246,7 @@ def calibrate_noise(model: Any, graph: Any, source: Any, *, first: int, layer: i
                 h = model.layer_forward(index, block, h)
             squared += ((h - reference) ** 2).sum(0)
     finally:
-        model.train(was_training)
-    sigma = (squared / (draws * len(nodes))).sqrt()
-    return EmbeddingNoise(sigma, float(reference.min()) if reference.numel() else 0.0)
+        model.dropout.train(True)
 
 
 @dataclass
@@ -333,7 +348,7 @@ class LayerFreezer:
             noise = calibrate_noise(model, trainer.graph, source, first=first, layer=k - 1,
                                     fanouts=config.fanouts, cached=cache, nodes=nodes,
                                     draws=c.augment_draws, transform=transform,
-                                    noise=self.noise, seed=config.seed)
+                                    noise=self.noise, seed=config.seed * 1009 + k)
         freeze_front(model, trainer.optimizer, k)
         build_s = time.perf_counter() - start
         self.cache, self.noise = cache, noise
