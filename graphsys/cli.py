@@ -158,8 +158,11 @@ def _add_freeze_options(parser: argparse.ArgumentParser) -> None:
                             f"fp16, int8, int4 (default {','.join(d.codecs)})")
     group.add_argument("--freeze-raw", action="store_true",
                        help="store caches as a raw row file instead of LZ4 zarr chunks")
-    group.add_argument("--freeze-augment", choices=("noise", "none"), default=d.augment,
-                       help="carry the frozen layers' training noise into embedding space")
+    group.add_argument("--freeze-augment", choices=("dropout", "noise", "none"),
+                       default=d.augment,
+                       help="augmentation of cached rows in training: dropout (the feature "
+                            "dropout the next layer had), noise (also the frozen layers' own "
+                            "training noise, calibrated), none")
     group.add_argument("--freeze-dir", type=Path, default=None,
                        help="where caches go (default <out>/frozen, or a temporary directory)")
 

@@ -131,6 +131,9 @@ class FrozenLayerCache(StoreBase):
         self.encoded = encoded
         self.codec = codec
         self.info = info
+        self.path: Path | None = None  # set by open()
+        self.disk: Any = None  # the on-disk encoded store behind any RAM tier
+        self.load_disk_bytes = 0  # read from disk while opening (filling RAM tiers)
 
     @property
     def encoded_nbytes(self) -> int:
@@ -181,10 +184,9 @@ class FrozenLayerCache(StoreBase):
     @property
     def disk_nbytes(self) -> int:
         """Bytes of the encoded rows on disk (0 for an in-memory cache)."""
-        disk = getattr(self, "disk", None)
-        if isinstance(disk, ChunkedRowStore):
-            return disk.disk_nbytes
-        return self.encoded_nbytes if disk is not None else 0
+        if isinstance(self.disk, ChunkedRowStore):
+            return self.disk.disk_nbytes
+        return self.encoded_nbytes if self.disk is not None else 0
 
 
 def read_info(path: Path) -> FrozenCacheInfo:

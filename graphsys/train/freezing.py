@@ -13,18 +13,24 @@ Stage ``k > 1`` is computed from stage ``k - 1``'s decoded cache: layer ``k`` wa
 trained on those decoded rows, so that is the frozen model it reproduces (and it costs
 one layer pass, not ``k``).
 
-Augmentation carry-over. Training perturbs what a layer sees: neighbour sampling,
-dropout between layers, any input augmentation. A cache is computed once, from the
-eval-mode (full-neighbour, no dropout) outputs, so those perturbations inside the
-frozen layers would vanish and the remaining layers would overfit a fixed input. The
-dropout *after* layer ``k`` is kept as it was (``forward_from`` applies it to the
-decoded rows). What happened *inside* layers ``1..k`` is carried into embedding space
-(``augment="noise"``): at freeze time we run the frozen layers as training ran them
-(sampled neighbours, train-mode dropout, the previous stage's noise) for a sample of
-nodes, several draws each, measure each channel's RMS deviation ``sigma_c`` from the
-cached output, and from then on add ``sigma_c * N(0, 1)`` to decoded rows in training,
-clamped below at the smallest cached value (0 after ReLU). ``augment="none"`` trains
-on the cached rows as they are.
+Augmentation carry-over. Training perturbs what each layer sees: feature dropout
+on every hidden layer's input (the models' dropout), and neighbour sampling. A cache is
+computed once, from eval-mode (full-neighbour, no dropout) outputs, so without care the
+remaining layers would train on a fixed, unperturbed input and overfit it. Choices
+(``augment``):
+
+- ``"dropout"`` (default): augmentation in embedding space. The feature dropout that
+  training applied to layer ``k``'s output, the next layer's input, is applied to the
+  decoded cached rows, fresh every step (:meth:`BlockModel.forward_from`); only the
+  perturbations *inside* the frozen stack are gone.
+- ``"noise"``: also carry those: at freeze time the frozen layers run as training ran
+  them (sampled neighbours, train-mode dropout, the previous stage's noise) for a
+  sample of nodes, several draws each; each channel's RMS deviation ``sigma_c`` from
+  the cached output is measured, and training adds ``sigma_c * N(0, 1)`` to decoded
+  rows (clamped below at the smallest cached value, 0 after ReLU), then the dropout.
+- ``"none"``: the cached rows as they are (the ablation: augmentation dropped).
+
+``bench/freezing.py`` measures their effect on accuracy.
 """
 
 from __future__ import annotations
@@ -49,7 +55,8 @@ from graphsys.storage.frozen import FrozenLayerCache, write_frozen_cache
 from graphsys.train.feature_setup import budget_of
 from graphsys.train.inference import layer_batches
 
-Augment = Literal["noise", "none"]
+Augment = Literal["dropout", "noise", "none"]
+AUGMENTS: tuple[str, ...] = ("dropout", "noise", "none")
 
 
 @dataclass(frozen=True)
@@ -65,8 +72,8 @@ class FreezeConfig:
         max_layers: at most this many layers freeze (default all but the last).
         codecs: codec of stage ``k`` is ``codecs[k-1]`` (the last repeats).
         lz4: store the encoded rows as LZ4-compressed zarr chunks (else a raw file).
-        augment: ``"noise"`` carries the frozen layers' training perturbations into
-            embedding space (see the module docstring); ``"none"`` does not.
+        augment: how training's feature augmentation carries over to cached rows:
+            ``"dropout"``, ``"noise"`` or ``"none"`` (see the module docstring).
         cache_dir: where stage caches go (default ``<out>/frozen``, or a temporary
             directory without ``--out``).
         augment_nodes, augment_draws: sample size of the noise calibration.
@@ -79,7 +86,7 @@ class FreezeConfig:
     max_layers: int | None = None
     codecs: tuple[str, ...] = ("int8", "int4")
     lz4: bool = True
-    augment: Augment = "noise"
+    augment: Augment = "dropout"
     cache_dir: str | None = None
     augment_nodes: int = 2048
     augment_draws: int = 4
@@ -99,9 +106,9 @@ class FreezeConfig:
         if not self.codecs or any(c not in CODEC_NAMES for c in self.codecs):
             raise TrainingConfigError(f"freeze_codecs={list(self.codecs)} is invalid; pass "
                                       f"codecs from {', '.join(CODEC_NAMES)}, e.g. int8,int4")
-        if self.augment not in ("noise", "none"):
+        if self.augment not in AUGMENTS:
             raise TrainingConfigError(f"freeze_augment={self.augment!r} is unknown; choose "
-                                      "noise or none")
+                                      f"one of {', '.join(AUGMENTS)}")
         if self.max_layers is not None and self.max_layers < 1:
             raise TrainingConfigError(f"freeze max_layers={self.max_layers} must be >= 1")
         if self.augment_nodes < 1 or self.augment_draws < 1:
@@ -264,6 +271,7 @@ class StageReport:
     max_bound: float
     build_s: float
     noise_rms: float
+    load_disk_bytes: int = 0  # read once when the cache was opened (into the host tier)
 
 
 class LayerFreezer:
@@ -301,7 +309,7 @@ class LayerFreezer:
             return model(blocks, x)
         if self.noise is not None:
             x = self.noise(x)
-        return model.forward_from(k, blocks, x)
+        return model.forward_from(k, blocks, x, drop_input=self.config.augment != "none")
 
     def after_epoch(self, model: Any) -> list[float]:
         return self.controller.observe(model)
@@ -363,7 +371,8 @@ class LayerFreezer:
         report = StageReport(k, epoch, codec.name, str(cache.path), cache.encoded_nbytes,
                              cache.disk_nbytes, num_nodes * dim * 4, info.max_abs_error,
                              info.max_bound, build_s,
-                             float(noise.sigma.pow(2).mean().sqrt()) if noise else 0.0)
+                             float(noise.sigma.pow(2).mean().sqrt()) if noise else 0.0,
+                             cache.load_disk_bytes)
         self.stages.append(report)
         trainer.log(f"froze layers 1..{k}{f' at epoch {epoch}' if epoch >= 0 else ''}: "
                     f"{codec.name} cache of layer {k}, {format_size(report.disk_bytes)} on "

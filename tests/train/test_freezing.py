@@ -172,12 +172,14 @@ def test_noise_calibration_measures_the_perturbation_inside_the_frozen_layers(da
                                                                               ) -> None:
     # No dropout and every neighbour: training ran the frozen layers exactly as the cache
     # did, so there is nothing to carry over.
-    exact = Trainer(dataset, _config(FreezeConfig(at=(1, 2), codecs=("fp32",)), dropout=0.0,
+    exact = Trainer(dataset, _config(FreezeConfig(at=(1, 2), codecs=("fp32",), augment="noise"),
+                                     dropout=0.0,
                                      fanouts=(-1, -1, 4), epochs=3))
     exact.fit()
     assert exact.freezer.stages[1].noise_rms < 1e-5
     # Dropout between layers 1 and 2 and sampled neighbours perturb layer 2's output.
-    noisy = Trainer(dataset, _config(FreezeConfig(at=(1, 2), codecs=("fp32",)), epochs=3))
+    noisy = Trainer(dataset, _config(FreezeConfig(at=(1, 2), codecs=("fp32",), augment="noise"),
+                                     epochs=3))
     noisy.fit()
     noise = noisy.freezer.noise
     assert noisy.freezer.stages[1].noise_rms > 0.05
@@ -188,14 +190,33 @@ def test_noise_calibration_measures_the_perturbation_inside_the_frozen_layers(da
     assert float(noise(torch.zeros(100, len(noise.sigma))).min()) == 0.0
 
 
-def test_augment_none_trains_on_the_cache_as_is(dataset) -> None:
-    runs = {}
-    for augment in ("none", "noise"):
-        t = Trainer(dataset, _config(FreezeConfig(at=(1, 2), augment=augment)))
-        runs[augment] = [m.loss for m in t.fit().history]
-        assert (t.freezer.noise is None) == (augment == "none")
-    assert runs["none"][:2] != runs["noise"][:2] or runs["none"][2:] != runs["noise"][2:]
-    assert runs["none"][0] == runs["noise"][0]  # epoch 0 runs before any freeze
+@pytest.mark.parametrize("augment", ["none", "dropout", "noise"])
+def test_what_the_first_trained_layer_sees_under_each_augmentation(dataset, augment) -> None:
+    trainer = Trainer(dataset, _config(FreezeConfig(at=(0,), augment=augment,
+                                                    codecs=("fp32",)), epochs=1, dropout=0.5))
+    trainer.freezer.before_epoch(trainer, 0)
+    _, _, blocks = next(iter(trainer.loader))
+    x = blocks[0].srcdata["feat"]
+    seen: list[torch.Tensor] = []
+    hook = trainer.model.layers[1].register_forward_pre_hook(
+        lambda _module, args: seen.append(args[1]))
+    trainer.model.train()
+    trainer.freezer.forward(trainer.model, blocks, x)
+    hook.remove()
+    h, live = seen[0], x > 0
+    if augment == "none":  # augmentation dropped: the cached rows as they are
+        assert torch.equal(h, x)
+        return
+    dropped = float(((h == 0) & live).sum() / live.sum())
+    assert 0.45 < dropped < 0.55  # the model's feature dropout, p = 0.5, in embedding space
+    kept = h != 0
+    if augment == "dropout":
+        torch.testing.assert_close(h[kept], 2 * x[kept])
+    else:  # calibrated noise before the dropout: kept rows are 2 * (x + noise), noise > 0
+        sigma = trainer.freezer.noise.sigma
+        assert float(sigma.min()) >= 0 and float(sigma.max()) > 0
+        deviation = (h / 2 - x)[kept & live]
+        assert 0.3 < float(deviation.std() / sigma.pow(2).mean().sqrt()) < 3
 
 
 def test_resume_after_freezing_continues_exactly(dataset, tmp_path) -> None:
