@@ -13,9 +13,11 @@ On disk (``path/``, written atomically)::
     rows.zarr     uint8 [row_bytes, num_rows], Blosc-LZ4 chunks of chunk_rows rows   (lz4)
     rows.bin      uint8 [num_rows, row_bytes], row-major, no header                  (raw)
 
-The zarr array is stored transposed (byte ``j`` of every row of a chunk together), so
-LZ4 sees long runs of a channel's codes (dead ReLU channels, per-row minima of zero)
-rather than the row-wise interleaving of unrelated channels.
+The zarr array is stored transposed (byte ``j`` of every row of a chunk together) and
+bit-shuffled before LZ4, so LZ4 sees long runs of a channel's codes and of their high
+bits (dead ReLU channels, per-row minima of zero, small codes of skewed activations)
+rather than the row-wise interleaving of unrelated channels. On a Cora INT4 cache this
+takes LZ4 from 7.7x to 10x smaller than FP32.
 """
 
 from __future__ import annotations
@@ -272,7 +274,7 @@ class _ZarrSink:
         self.array = zarr.create_array(
             store=str(path), shape=(width, num_rows), chunks=(width, chunk_rows),
             dtype=np.uint8, fill_value=0,
-            compressors=BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle", typesize=1))
+            compressors=BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle", typesize=1))
         self.chunk_rows = chunk_rows
         self.pending: list[np.ndarray] = []
         self.pending_rows = 0
