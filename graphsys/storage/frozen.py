@@ -16,8 +16,9 @@ On disk (``path/``, written atomically)::
 The zarr array is stored transposed (byte ``j`` of every row of a chunk together) and
 bit-shuffled before LZ4, so LZ4 sees long runs of a channel's codes and of their high
 bits (dead ReLU channels, per-row minima of zero, small codes of skewed activations)
-rather than the row-wise interleaving of unrelated channels. On a Cora INT4 cache this
-takes LZ4 from 7.7x to 10x smaller than FP32.
+rather than the row-wise interleaving of unrelated channels (on a Cora INT4 cache: 7.7x
+-> 10x smaller than FP32 early in training). Chunks are compressed with LZ4HC, which
+writes the LZ4 format.
 """
 
 from __future__ import annotations
@@ -274,7 +275,9 @@ class _ZarrSink:
         self.array = zarr.create_array(
             store=str(path), shape=(width, num_rows), chunks=(width, chunk_rows),
             dtype=np.uint8, fill_value=0,
-            compressors=BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle", typesize=1))
+            # LZ4HC writes the LZ4 format (same decoder, same read speed); its slower,
+            # thorough match search runs once per freeze and saves ~3% on INT4 caches.
+            compressors=BloscCodec(cname="lz4hc", clevel=9, shuffle="bitshuffle", typesize=1))
         self.chunk_rows = chunk_rows
         self.pending: list[np.ndarray] = []
         self.pending_rows = 0

@@ -309,11 +309,11 @@ class Trainer:
             if self.start_epoch == 0:
                 (self.out_dir / METRICS_NAME).unlink(missing_ok=True)
         for epoch in range(self.start_epoch, c.epochs):
+            if self.freezer is not None:  # may swap train_features for a frozen cache
+                self.freezer.before_epoch(self, epoch)
             counters = getattr(self.train_features, "counters", None)
             before = (counters.hits + counters.staged_hits, counters.requests) \
                 if counters is not None else None
-            if self.freezer is not None:
-                self.freezer.before_epoch(self, epoch)
             loss, train_acc, epoch_s, seeds, edges = self.train_epoch(epoch)
             if self.freezer is not None:
                 self.freezer.after_epoch(self.model)
