@@ -140,6 +140,7 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
                        help="continue from --out/checkpoint.pt")
     train.add_argument("--no-progress", action="store_true", help="hide progress bars")
     _add_parallel_options(train)
+    _add_freeze_options(train)
 
 
 def _add_parallel_options(train: argparse.ArgumentParser) -> None:
@@ -159,6 +160,46 @@ def _add_parallel_options(train: argparse.ArgumentParser) -> None:
     train.add_argument("--dist-timeout", type=float, default=600.0,
                        help="seconds a collective may wait for the other ranks before the "
                             "job fails (default 600)")
+
+
+def _add_freeze_options(parser: argparse.ArgumentParser) -> None:
+    from graphsys.train.freezing import FreezeConfig
+
+    d = FreezeConfig()
+    group = parser.add_argument_group("layer freezing (front layers train from a compressed "
+                                      "cache of their outputs)")
+    group.add_argument("--freeze-at", type=_fanouts, default=None,
+                       help="epochs at which the next layer freezes, e.g. 5,10")
+    group.add_argument("--freeze-auto", action="store_true",
+                       help="freeze the front layer once its relative weight change per epoch "
+                            "stays below --freeze-threshold for --freeze-window epochs")
+    group.add_argument("--freeze-threshold", type=float, default=d.threshold)
+    group.add_argument("--freeze-window", type=int, default=d.window)
+    group.add_argument("--freeze-codecs", default=",".join(d.codecs),
+                       help="codec per freezing stage, stronger as more layers freeze: fp32, "
+                            f"fp16, int8, int4 (default {','.join(d.codecs)})")
+    group.add_argument("--freeze-raw", action="store_true",
+                       help="store caches as a raw row file instead of LZ4 zarr chunks")
+    group.add_argument("--freeze-augment", choices=("dropout", "noise", "none"),
+                       default=d.augment,
+                       help="augmentation of cached rows in training: none (default; kept "
+                            "accuracy best in bench/freezing.py), dropout (the feature dropout "
+                            "the next layer had), noise (also the frozen layers' own training "
+                            "noise, calibrated)")
+    group.add_argument("--freeze-dir", type=Path, default=None,
+                       help="where caches go (default <out>/frozen, or a temporary directory)")
+
+
+def _freeze_config(args: argparse.Namespace) -> object:
+    from graphsys.train.freezing import FreezeConfig
+
+    if args.freeze_at is None and not args.freeze_auto:
+        return None
+    return FreezeConfig(at=args.freeze_at or (), auto=args.freeze_auto,
+                        threshold=args.freeze_threshold, window=args.freeze_window,
+                        codecs=tuple(c.strip() for c in args.freeze_codecs.split(",")),
+                        lz4=not args.freeze_raw, augment=args.freeze_augment,
+                        cache_dir=None if args.freeze_dir is None else str(args.freeze_dir))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -331,7 +372,7 @@ def _train(args: argparse.Namespace) -> int:
         storage=args.storage, host_cache=args.host_cache,
         pack_dir=None if args.pack is None else str(args.pack),
         plan=None if args.plan is None else str(args.plan), device=args.device,
-        progress=not args.no_progress)
+        progress=not args.no_progress, freeze=_freeze_config(args))
     dataset = load_dataset(args.path)
     print(f"{dataset.name}: {dataset.graph.num_nodes():,} nodes, "
           f"{dataset.graph.num_edges():,} edges; {config.model} with fanouts "

@@ -72,6 +72,24 @@ class BlockModel(nn.Module):
             h = self.layer_forward(i, block, h)
         return h
 
+    def forward_from(self, first: int, blocks: Sequence[Block], h: torch.Tensor, *,
+                     drop_input: bool = True) -> torch.Tensor:
+        """Layers ``first..`` on ``blocks`` from layer ``first - 1``'s stored output ``h``.
+
+        ``h`` is what :meth:`layer_forward` of layer ``first - 1`` returns in eval mode
+        (a frozen-layer cache holds it). The dropout that layer would apply in training
+        is applied here (unless ``drop_input=False``), so the remaining layers see
+        inputs as in a full forward.
+        """
+        if len(blocks) != self.num_layers - first:
+            raise ValueError(f"{first} layers are frozen, so the sampler needs "
+                             f"{self.num_layers - first} fanouts, got {len(blocks)}")
+        if first > 0 and drop_input:
+            h = self.dropout(h)
+        for i, block in enumerate(blocks):
+            h = self.layer_forward(first + i, block, h)
+        return h
+
     def layer_forward(self, i: int, block: Block, h: NodeFeatures) -> torch.Tensor:
         """Layer ``i`` on ``block`` plus its activation/dropout (none after the last layer).
 

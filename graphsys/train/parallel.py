@@ -131,6 +131,12 @@ class ParallelTrainer(Trainer):
                  out_dir: str | os.PathLike | None = None,
                  log: Callable[[str], None] | None = None,
                  on_batch: Callable[[int, int], None] | None = None) -> None:
+        if config.freeze is not None and config.freeze.enabled:
+            # The freezer swaps the loader and features between epochs, which this
+            # trainer's rank-sliced loader and shared cache do not follow yet.
+            raise TrainingConfigError("layer freezing (--freeze-at / --freeze-auto) does not "
+                                      "run with --pipeline, --profile or torchrun yet; drop "
+                                      "one of them")
         ctx = ctx or DistContext(device=torch.device(config.device))
         self.ctx = ctx
         self.options = options or ParallelOptions()

@@ -24,6 +24,7 @@ from graphsys.train.feature_setup import (
     open_training_features,
     train_loader,
 )
+from graphsys.train.freezing import FreezeConfig, LayerFreezer
 from graphsys.train.inference import layerwise_inference
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -63,6 +64,7 @@ class TrainConfig:
     plan: str | None = None  # a graphsys plan JSON: device cache + victim buffer
     device: str = "cpu"
     progress: bool = True
+    freeze: FreezeConfig | None = None  # layer freezing with compressed caches (issue 8)
 
     def __post_init__(self) -> None:
         self.fanouts = tuple(int(f) for f in self.fanouts)
@@ -199,6 +201,8 @@ class Trainer:
                                           weight_decay=config.weight_decay)
         self.start_epoch = 0
         self.history: list[EpochMetrics] = []
+        self.freezer = LayerFreezer(config.freeze, config.num_layers, self.out_dir) \
+            if config.freeze is not None and config.freeze.enabled else None
 
     # -- checkpoints -------------------------------------------------------------------
     def _identity(self) -> dict[str, Any]:
@@ -222,6 +226,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "history": [asdict(m) for m in self.history],
+            "frozen_layers": self.frozen_layers,
         })
 
     def resume(self) -> int:
@@ -230,6 +235,11 @@ class Trainer:
             raise TrainingConfigError("resume needs an output directory (--out)")
         state = load_checkpoint(self.checkpoint_path, identity=self._identity())
         self.model.load_state_dict(state["model"])
+        if state.get("frozen_layers", 0):
+            if self.freezer is None:
+                raise TrainingConfigError(f"{self.checkpoint_path} has frozen layers; resume "
+                                          "with the same --freeze-* options")
+            self.freezer.restore(self, int(state["frozen_layers"]))
         self.optimizer.load_state_dict(state["optimizer"])
         self.start_epoch = int(state["next_epoch"])
         self.history = [EpochMetrics(**m) for m in state["history"]]
@@ -253,7 +263,8 @@ class Trainer:
                 if self.transform is not None:
                     x = self.transform(x)
                 y = blocks[-1].dstdata["label"]
-                logits = self.model(blocks, x)
+                logits = self.model(blocks, x) if self.freezer is None \
+                    else self.freezer.forward(self.model, blocks, x)
                 loss = F.cross_entropy(logits, y)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -277,7 +288,8 @@ class Trainer:
         logits = layerwise_inference(self.model, self.graph, self.eval_features, nodes=nodes,
                                      batch_size=self.config.eval_batch_size,
                                      device=self.device, progress=self.config.progress,
-                                     transform=self.transform)
+                                     transform=self.transform,
+                                     first_layer=self.frozen_layers)
         pred = logits.argmax(1)
         accs, offset = [], 0
         for ids in ids_list:
@@ -297,10 +309,14 @@ class Trainer:
             if self.start_epoch == 0:
                 (self.out_dir / METRICS_NAME).unlink(missing_ok=True)
         for epoch in range(self.start_epoch, c.epochs):
+            if self.freezer is not None:  # may swap train_features for a frozen cache
+                self.freezer.before_epoch(self, epoch)
             counters = getattr(self.train_features, "counters", None)
             before = (counters.hits + counters.staged_hits, counters.requests) \
                 if counters is not None else None
             loss, train_acc, epoch_s, seeds, edges = self.train_epoch(epoch)
+            if self.freezer is not None:
+                self.freezer.after_epoch(self.model)
             hit_rate = None
             if before is not None:
                 asked = counters.requests - before[1]
@@ -324,6 +340,11 @@ class Trainer:
                     handle.write(json.dumps(asdict(metrics)) + "\n")
             self.save(epoch + 1)
         return self.result()
+
+    @property
+    def frozen_layers(self) -> int:
+        """Front layers frozen so far (their outputs come from a frozen-layer cache)."""
+        return self.freezer.frozen if self.freezer is not None else 0
 
     def result(self) -> TrainResult:
         scored = [m for m in self.history if m.val_acc is not None]
