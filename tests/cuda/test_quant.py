@@ -47,7 +47,7 @@ def test_quantization_error_within_half_a_step(bits, width) -> None:
 def test_quantized_rows_memory_is_a_quarter_and_an_eighth() -> None:
     x = torch.randn(1000, 128)
     assert quantize(x, 8).nbytes() / x.nbytes < 0.27
-    assert quantize(x, 4).nbytes() / x.nbytes < 0.14
+    assert quantize(x, 4).nbytes() / x.nbytes < 0.15  # 1/8 plus scale and zero point
 
 
 @pytest.mark.parametrize("bits", [8, 4])
