@@ -8,8 +8,7 @@ from _gpu_marks import gpu
 from graphsys import CSCGraph
 from graphsys.cuda import GPUNeighborSampler
 from graphsys.cuda.sampling import relabel, sample_layer_cpu
-from graphsys.samplers import NeighborSampler
-from graphsys.samplers import _kernels
+from graphsys.samplers import NeighborSampler, _kernels
 
 
 def power_law_graph(num_nodes=400, num_edges=6000, seed=0, index_dtype=np.int32):
