@@ -48,6 +48,9 @@ def test_gpu_sampler_pipeline_on_cpu_equals_the_cpu_sampler(replace, fanouts) ->
                                          torch.from_numpy(seeds), key, sample_layer_cpu)
         assert as_lists(got) == as_lists(expected)
         assert got.output_nodes.tolist() == expected.output_nodes.tolist()
+    empty = gpu_sampler.sample_tensors(graph.indptr.long(), graph.indices,
+                                       torch.zeros(0, dtype=torch.int64), 0, sample_layer_cpu)
+    assert as_lists(empty) == as_lists(cpu.sample(graph, [], key=0))
 
 
 def test_without_a_gpu_the_gpu_sampler_is_the_cpu_sampler() -> None:
@@ -76,3 +79,19 @@ def test_gpu_sampler_equals_the_cpu_sampler_bitwise(memory, replace, index_dtype
             assert as_lists(got) == as_lists(cpu.sample(graph, seeds, key=key))
     empty = GPUNeighborSampler([4], graph_memory=memory).sample(graph, [], key=0)
     assert empty.blocks[0].num_edges() == 0
+
+
+@gpu
+def test_dataloader_with_the_gpu_sampler_yields_the_cpu_sampler_batches() -> None:
+    from graphsys.loader import DataLoader
+
+    graph = power_law_graph()
+    feats = torch.randn(400, 5)
+    seeds = np.arange(0, 400, 3)
+    kwargs = {"batch_size": 32, "shuffle": True, "seed": 4, "features": feats,
+              "device": "cuda"}
+    plain = DataLoader(graph, seeds, NeighborSampler([4, 4], seed=2), **kwargs)
+    on_gpu = DataLoader(graph, seeds, GPUNeighborSampler([4, 4], seed=2), **kwargs)
+    for a, b in zip(on_gpu, plain, strict=True):
+        assert as_lists(a) == as_lists(b)
+        assert torch.equal(a.blocks[0].srcdata["feat"].cpu(), b.blocks[0].srcdata["feat"].cpu())

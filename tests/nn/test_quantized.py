@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from graphsys.cuda import QuantizedRows, aggregation_error_bound, dequantize, quantize
+from graphsys.cuda import QuantizedRows, aggregation_error_bound, dequantize, gpu_ready, quantize
 from graphsys.datasets.synthetic import SyntheticConfig, generate_synthetic
 from graphsys.graph.dataset import load_dataset
 from graphsys.loader import DataLoader
@@ -126,3 +126,21 @@ def test_int8_training_reaches_float32_accuracy(tmp_path) -> None:
     int8 = _train(data, "int8")
     assert fp32 > 0.6  # chance is 0.25: the task is learned
     assert abs(int8 - fp32) <= 0.03
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not gpu_ready(), reason="needs CUDA and CuPy")
+def test_quantized_sage_on_gpu_matches_cpu() -> None:
+    block = random_block()
+    x = torch.randn(45, 24, generator=torch.Generator().manual_seed(5), requires_grad=True)
+    torch.manual_seed(0)
+    conv = SAGEConv(24, 8, quantize="int8", protect=0.2)
+    out = conv(block, x)
+    out.sum().backward()
+    x_gpu = x.detach().cuda().requires_grad_(True)
+    conv_gpu = SAGEConv(24, 8, quantize="int8", protect=0.2).cuda()
+    conv_gpu.load_state_dict(conv.state_dict())
+    out_gpu = conv_gpu(block.to("cuda"), x_gpu)
+    out_gpu.sum().backward()
+    assert torch.allclose(out_gpu.cpu(), out, rtol=1e-4, atol=1e-4)
+    assert torch.allclose(x_gpu.grad.cpu(), x.grad, rtol=1e-4, atol=1e-5)
