@@ -22,6 +22,7 @@ from torch.nn import functional as F
 from graphsys.nn._aggregate import NodeFeatures
 from graphsys.nn.gat import GATConv
 from graphsys.nn.gcn import GraphConv
+from graphsys.nn.quantized import Quantize
 from graphsys.nn.sage import Aggregator, SAGEConv
 from graphsys.samplers.block import Block
 
@@ -112,17 +113,24 @@ class BlockModel(nn.Module):
 class GraphSAGE(BlockModel):
     """Stack of :class:`SAGEConv` layers with ReLU and dropout between them.
 
+    ``quantize='int8'`` (or ``'int4'``) aggregates from quantized rows in every layer
+    (:mod:`graphsys.nn.quantized`), and the model then also takes input features as
+    :class:`~graphsys.cuda.QuantizedRows`; ``protect`` is the share of high in-degree
+    destinations aggregated in float32.
+
     Example:
         >>> model = GraphSAGE(100, 256, 47, num_layers=2)
         >>> logits = model(minibatch.blocks, x)   # [len(minibatch.output_nodes), 47]
     """
 
     def __init__(self, in_feats: int, hidden: int, out_feats: int, num_layers: int = 2,
-                 dropout: float = 0.5, aggregator: Aggregator = "mean") -> None:
+                 dropout: float = 0.5, aggregator: Aggregator = "mean",
+                 quantize: Quantize | None = None, protect: float = 0.0) -> None:
         super().__init__(dropout)
         _check_depth(num_layers)
         for fan_in, fan_out in _layer_dims(in_feats, hidden, out_feats, num_layers):
-            self.layers.append(SAGEConv(fan_in, fan_out, aggregator))
+            self.layers.append(SAGEConv(fan_in, fan_out, aggregator, quantize=quantize,
+                                        protect=protect))
 
 
 class GCN(BlockModel):

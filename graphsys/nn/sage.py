@@ -15,6 +15,7 @@ from graphsys.nn._aggregate import (
     split_features,
     sum_neighbours,
 )
+from graphsys.nn.quantized import Quantize, check_quantize, sage_forward
 from graphsys.samplers.block import Block
 
 Aggregator = Literal["mean", "gcn", "pool"]
@@ -38,6 +39,11 @@ class SAGEConv(nn.Module):
         bias: add a learnable bias.
         feat_drop: dropout on the input features.
         activation: applied to the output, if given.
+        quantize: ``'int8'`` or ``'int4'`` aggregates from quantized rows with the fused
+            kernel (:mod:`graphsys.nn.quantized`; ``'mean'`` and ``'gcn'`` only); the
+            layer then also accepts a :class:`~graphsys.cuda.QuantizedRows` input.
+        protect: with ``quantize``, the share of destinations of highest in-degree
+            aggregated in float32 (Degree-Quant's protection).
 
     Example:
         >>> conv = SAGEConv(16, 8)
@@ -46,8 +52,15 @@ class SAGEConv(nn.Module):
 
     def __init__(self, in_feats: int, out_feats: int, aggregator: Aggregator = "mean",
                  bias: bool = True, feat_drop: float = 0.0,
-                 activation: Activation | None = None) -> None:
+                 activation: Activation | None = None, quantize: Quantize | None = None,
+                 protect: float = 0.0) -> None:
         super().__init__()
+        self.quant_bits = check_quantize(quantize)
+        if self.quant_bits is not None and aggregator == "pool":
+            raise ValueError("quantized aggregation supports the 'mean' and 'gcn' aggregators")
+        if not 0.0 <= protect <= 1.0:
+            raise ValueError(f"protect must lie in [0, 1], got {protect!r}")
+        self.quantize, self.protect = quantize, float(protect)
         if aggregator not in AGGREGATORS:
             raise ValueError(f"unknown SAGEConv aggregator {aggregator!r}; choose one of "
                              f"{', '.join(map(repr, AGGREGATORS))}")
@@ -75,6 +88,8 @@ class SAGEConv(nn.Module):
 
     def forward(self, block: Block, h: NodeFeatures) -> torch.Tensor:
         """Features of the destination nodes, ``[block.num_dst_nodes(), out_feats]``."""
+        if self.quant_bits is not None:
+            return sage_forward(self, block, h)
         h_src, h_dst = split_features(block, h, self.feat_drop)
         # Mean and sum commute with a linear map, so project first when that shrinks the
         # per-edge messages (DGL's ``lin_before_mp``).
@@ -101,4 +116,5 @@ class SAGEConv(nn.Module):
         return out
 
     def extra_repr(self) -> str:
-        return f"{self.in_feats}, {self.out_feats}, aggregator={self.aggregator!r}"
+        quant = f", quantize={self.quantize!r}" if self.quantize else ""
+        return f"{self.in_feats}, {self.out_feats}, aggregator={self.aggregator!r}{quant}"

@@ -122,12 +122,17 @@ class Block:
         return out
 
     def pin_memory(self) -> Block:
-        """Pin structure and data in page-locked host memory (CUDA only)."""
-        self.indptr, self.indices = self.indptr.pin_memory(), self.indices.pin_memory()
+        """Pin structure and data in page-locked host memory (CUDA only).
+
+        Tensors already on the GPU (a GPU sampler's blocks, a device cache's rows) stay.
+        """
+        def pin(t: torch.Tensor) -> torch.Tensor:
+            return t if t.is_cuda else t.pin_memory()
+
+        self.indptr, self.indices = pin(self.indptr), pin(self.indices)
         for data in (self.srcdata, self.dstdata, self.edata):
             for k, v in data.items():
-                # Rows a device cache already returned on the GPU cannot (need not) be pinned.
-                data[k] = v if v.is_cuda else v.pin_memory()
+                data[k] = pin(v)
         self.dstdata[NID] = self.srcdata[NID][: self._num_dst]
         return self
 

@@ -1,0 +1,112 @@
+"""CuPy plumbing shared by the kernels: the one GPU probe, compilation, launches.
+
+Nothing here touches CuPy or CUDA at import time. :func:`gpu_ready` asks once (through
+:func:`graphsys._compat.probe_cupy`) and remembers the answer; every kernel wrapper calls
+it before choosing its CUDA path, so a machine without CuPy or without a GPU runs the CPU
+path of each kernel.
+
+Kernels receive raw device addresses (``tensor.data_ptr()`` as ``unsigned long long``)
+rather than CuPy arrays. That is zero-copy for GPU tensors and, through unified virtual
+addressing, for pinned host tensors too (a pinned page's host address is its device
+address), which DLPack cannot express. Kernels run on torch's current CUDA stream, so
+they are ordered with the torch operations around them. :func:`to_cupy` and
+:func:`from_cupy` convert whole arrays through DLPack (no copy) for callers that want
+CuPy arrays.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from typing import Any
+
+import numpy as np
+import torch
+
+#: NVRTC options for every module: C++17, fast integer code, no fast-math (the float
+#: kernels must match their CPU paths to the stated bound, so no flush-to-zero tricks).
+NVRTC_OPTIONS: tuple[str, ...] = ("--std=c++17",)
+
+_lock = threading.Lock()
+_modules: dict[tuple[str, tuple[str, ...]], Any] = {}
+
+
+@functools.cache
+def gpu_ready() -> bool:
+    """Whether the CUDA kernels can run: torch sees a GPU and CuPy imports and sees one."""
+    if not torch.cuda.is_available():
+        return False
+    from graphsys._compat import probe_cupy
+
+    return probe_cupy().available
+
+
+def use_gpu(*tensors: torch.Tensor) -> bool:
+    """Take the CUDA path when a tensor lives on a GPU and the kernels can run there.
+
+    GPU tensors without CuPy fall back to the torch path, which runs on the GPU too.
+    """
+    return any(t.is_cuda for t in tensors) and gpu_ready()
+
+
+def address(t: torch.Tensor) -> np.uint64:
+    """``t``'s first byte as a kernel argument (``unsigned long long``)."""
+    return np.uint64(t.data_ptr())
+
+
+def module(source: str, options: tuple[str, ...] = ()) -> Any:
+    """The compiled ``cupy.RawModule`` for ``source`` (compiled once per process)."""
+    key = (source, options)
+    with _lock:
+        mod = _modules.get(key)
+        if mod is None:
+            import cupy
+
+            mod = cupy.RawModule(code=source, options=NVRTC_OPTIONS + options)
+            _modules[key] = mod
+        return mod
+
+
+def launch(kernel: Any, grid: int, block: int, args: tuple, shared_mem: int = 0) -> None:
+    """Launch ``kernel`` on torch's current stream of the current device."""
+    import cupy
+
+    if grid <= 0:
+        return
+    stream = torch.cuda.current_stream()
+    with cupy.cuda.Device(stream.device.index), cupy.cuda.ExternalStream(stream.cuda_stream):
+        kernel((int(grid),), (int(block),), args, shared_mem=shared_mem)
+
+
+def to_cupy(t: torch.Tensor) -> Any:
+    """A CuPy view of a GPU tensor (DLPack, no copy)."""
+    import cupy
+
+    if not t.is_cuda:
+        raise ValueError("to_cupy needs a CUDA tensor; host memory has no CuPy view")
+    return cupy.from_dlpack(t.detach())
+
+
+def from_cupy(a: Any) -> torch.Tensor:
+    """A torch view of a CuPy array (DLPack, no copy)."""
+    return torch.from_dlpack(a)
+
+
+def compile_only(source: str, options: tuple[str, ...] = (), arch: str = "compute_80") -> str:
+    """Compile ``source`` to PTX with NVRTC alone, no GPU needed; return the PTX.
+
+    Tests use this to check every kernel compiles on machines with CuPy and the NVRTC
+    library but no GPU. Raises ``RuntimeError`` with NVRTC's log when compilation fails.
+    """
+    from cupy_backends.cuda.libs import nvrtc
+
+    prog = nvrtc.createProgram(source, "graphsys_kernel.cu", [], [])
+    try:
+        try:
+            nvrtc.compileProgram(prog, [*NVRTC_OPTIONS, *options, f"-arch={arch}"])
+        except Exception as exc:
+            raise RuntimeError(f"NVRTC rejected the kernel:\n{nvrtc.getProgramLog(prog)}") from exc
+        ptx = nvrtc.getPTX(prog)
+        return ptx.decode() if isinstance(ptx, bytes) else ptx
+    finally:
+        nvrtc.destroyProgram(prog)
