@@ -27,8 +27,9 @@ most ``headroom`` x (Belady's mean rows per batch) rows while a batch computes, 
 a link that could carry the least possible traffic with 25% to spare. It looks
 ``lookahead`` batches ahead and stages rows beside the slots: the next batch's
 missing rows, plus rows of later batches while fewer than ``stage`` x the link's rows
-per batch are staged (device memory beyond the cache's capacity, reported as
-``stage_rows``; with the default it is one compute step of transfers).
+per batch, and at most 1/16 of the cache, are staged (device memory beyond the cache's
+capacity, reported as ``stage_rows``; with the default it is one compute step of
+transfers, capped so a slow link cannot turn the stage into a second cache).
 
 Run: ``python bench/cache_policy.py`` (about 15 minutes on 2 cores) or ``--quick``.
 Writes ``bench/results/cache_policy[_quick].json`` and ``.png``.
@@ -183,7 +184,7 @@ def run_scenario(name: str, ds, scenario: str, args) -> dict:
                 victim = VictimBuffer(capacity, n, 1, torch.float32)
                 cache = DeviceCache(source, budget, pol, device="cpu", victim=victim,
                                     lookahead=args.lookahead,
-                                    stage_rows=int(args.stage * link))
+                                    stage_rows=min(int(args.stage * link), capacity // 16))
                 rows[policy] = replay(cache, warm, measured, lookahead=args.lookahead,
                                       budget=link)
                 rows[policy]["stage_rows"] = cache.stage_rows

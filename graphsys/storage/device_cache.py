@@ -335,7 +335,7 @@ class DeviceCache(StoreBase):
                              f"{budget_rows}")
         batches = [torch.unique(self._ids(b)) for b in upcoming]
         self._set_window(batches)
-        self._keep_staged()
+        self._keep_staged(keep_next=True)
         left = math.inf if budget_rows is None else int(budget_rows)
         moved = 0
         for j, batch in enumerate(batches):
@@ -358,12 +358,22 @@ class DeviceCache(StoreBase):
         self.counters.prefetched_rows += moved
         return moved
 
-    def _keep_staged(self) -> None:
-        """Drop staged rows no batch in the window needs, or that a slot now holds."""
+    def _keep_staged(self, *, keep_next: bool = False) -> None:
+        """Keep the staged rows the window still needs and no slot holds: at most
+        ``stage_rows`` of them, nearest use first, so the stage stays bounded however
+        long the window (``keep_next``: the next batch's rows besides, uncounted)."""
         if self._staged_ids.numel() == 0:
             return
         dev = self._staged_ids.to(self.device)
-        keep = ((self._soon[dev] > 0) & (self.slot_of[dev] < 0)).cpu()
+        soon = self._soon[dev]
+        keep = (soon > 0) & (self.slot_of[dev] < 0)
+        bounded = keep & (soon > 1) if keep_next else keep
+        excess = int(bounded.sum()) - self.stage_rows
+        if excess > 0:  # drop the farthest uses (soon counts batches ahead)
+            far = torch.where(bounded, soon, 0)
+            drop = torch.topk(far.long(), excess, largest=True, sorted=False).indices
+            keep[drop] = False
+        keep = keep.cpu()
         if not bool(keep.all()):
             self._staged_ids = self._staged_ids[keep]
             self._staged_rows = self._staged_rows[keep.to(self.device)]
