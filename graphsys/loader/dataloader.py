@@ -5,7 +5,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -155,28 +155,43 @@ class DataLoader:
         return batch
 
     def _batches(self, epoch: int) -> Iterator[MiniBatch]:
-        """Sampled, filled batches of ``epoch``, in order.
+        """Sampled, filled batches of ``epoch``, in order."""
+        for index, batch, pending in self._sampled_ahead(epoch,
+                                                         enumerate(self.batch_seeds(epoch))):
+            batch = self._fill(epoch, index, batch)
+            self._prefetch_ahead(pending)
+            yield batch
 
-        A feature store with ``lookahead = k > 0`` (a :class:`DeviceCache`) gets the
-        input nodes of the next ``k`` batches after each read, so it can bring their
-        rows on device while the consumer computes.
+    def _sampled_ahead(self, epoch: int, seeds: Iterator[tuple[int, np.ndarray]],
+                       sample: Callable[[int, int, np.ndarray], MiniBatch] | None = None
+                       ) -> Iterator[tuple[int, MiniBatch, deque]]:
+        """``(index, batch, pending)`` for ``seeds`` (``(index, seed ids)`` pairs), in order.
+
+        A feature store with ``lookahead = k > 0`` (a :class:`DeviceCache`) needs the
+        input nodes of the next ``k`` batches after each read, so batches are sampled
+        ``k`` ahead; ``pending`` holds them (pass it to :meth:`_prefetch_ahead`).
+        ``sample`` replaces :meth:`_sample` (the pipeline times it).
         """
+        sample = sample or self._sample
         lookahead = int(getattr(self.features, "lookahead", 0) or 0)
-        seeds = enumerate(self.batch_seeds(epoch))
         pending: deque[tuple[int, MiniBatch]] = deque()
         while True:
             while len(pending) <= lookahead:
                 nxt = next(seeds, None)
                 if nxt is None:
                     break
-                pending.append((nxt[0], self._sample(epoch, *nxt)))
+                pending.append((nxt[0], sample(epoch, *nxt)))
             if not pending:
                 return
             index, batch = pending.popleft()
-            batch = self._fill(epoch, index, batch)
-            if lookahead:
-                self.features.prefetch([b.input_nodes for _, b in pending])
-            yield batch
+            yield index, batch, pending
+
+    def _prefetch_ahead(self, pending: deque) -> None:
+        """Let a store with a lookahead bring the pending batches' rows on device.
+
+        Called after every read (with an empty window at the epoch's end)."""
+        if int(getattr(self.features, "lookahead", 0) or 0):
+            self.features.prefetch([b.input_nodes for _, b in pending])
 
     def _produce(self, epoch: int, out: queue.Queue, stop: threading.Event) -> None:
         def put(item: object) -> bool:

@@ -132,31 +132,21 @@ class PipelinedLoader:
                     t.record_stream(current)
         return batch
 
-    def _prefetch_ahead(self, pending: deque) -> None:
-        # Called after every read, as DataLoader does (an empty window at the epoch's end).
-        if int(getattr(self.loader.features, "lookahead", 0) or 0):
-            self.loader.features.prefetch([b.input_nodes for _, b in pending])
-
     # -- serial ------------------------------------------------------------------------
     def _serial(self, epoch: int) -> Iterator[MiniBatch]:
         loader = self.loader
-        lookahead = int(getattr(loader.features, "lookahead", 0) or 0)
-        seeds = self._seed_batches(epoch)
-        pending: deque[tuple[int, MiniBatch]] = deque()
-        while True:
-            while len(pending) <= lookahead:
-                nxt = next(seeds, None)
-                if nxt is None:
-                    break
-                t0 = time.perf_counter()
-                pending.append((nxt[0], loader._sample(epoch, *nxt)))
-                self._record("sample", epoch, nxt[0], t0)
-            if not pending:
-                return
-            index, batch = pending.popleft()
+
+        def sample(epoch: int, index: int, seeds: Any) -> MiniBatch:
+            t0 = time.perf_counter()
+            batch = loader._sample(epoch, index, seeds)
+            self._record("sample", epoch, index, t0)
+            return batch
+
+        for index, batch, pending in loader._sampled_ahead(epoch, self._seed_batches(epoch),
+                                                          sample):
             t0 = time.perf_counter()
             batch = loader._fill(epoch, index, batch)
-            self._prefetch_ahead(pending)
+            loader._prefetch_ahead(pending)
             self._record("read", epoch, index, t0)
             t0 = time.perf_counter()
             batch, event = self._copy(batch)
@@ -235,7 +225,7 @@ class PipelinedLoader:
                 index, batch = pending.popleft()
                 t0 = time.perf_counter()
                 batch = loader._fill(epoch, index, batch)
-                self._prefetch_ahead(pending)
+                loader._prefetch_ahead(pending)
                 self._record("read", epoch, index, t0)
                 if not put(filled, (index, batch)):
                     return
