@@ -124,7 +124,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Cora files not found in {args.raw}; pass --raw or --datasets synthetic",
               file=sys.stderr)
         return 2
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     results: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.datasets:

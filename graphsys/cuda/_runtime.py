@@ -9,9 +9,7 @@ Kernels receive raw device addresses (``tensor.data_ptr()`` as ``unsigned long l
 rather than CuPy arrays. That is zero-copy for GPU tensors and, through unified virtual
 addressing, for pinned host tensors too (a pinned page's host address is its device
 address), which DLPack cannot express. Kernels run on torch's current CUDA stream, so
-they are ordered with the torch operations around them. :func:`to_cupy` and
-:func:`from_cupy` convert whole arrays through DLPack (no copy) for callers that want
-CuPy arrays.
+they are ordered with the torch operations around them.
 """
 
 from __future__ import annotations
@@ -76,20 +74,6 @@ def launch(kernel: Any, grid: int, block: int, args: tuple, shared_mem: int = 0)
     stream = torch.cuda.current_stream()
     with cupy.cuda.Device(stream.device.index), cupy.cuda.ExternalStream(stream.cuda_stream):
         kernel((int(grid),), (int(block),), args, shared_mem=shared_mem)
-
-
-def to_cupy(t: torch.Tensor) -> Any:
-    """A CuPy view of a GPU tensor (DLPack, no copy)."""
-    import cupy
-
-    if not t.is_cuda:
-        raise ValueError("to_cupy needs a CUDA tensor; host memory has no CuPy view")
-    return cupy.from_dlpack(t.detach())
-
-
-def from_cupy(a: Any) -> torch.Tensor:
-    """A torch view of a CuPy array (DLPack, no copy)."""
-    return torch.from_dlpack(a)
 
 
 def compile_only(source: str, options: tuple[str, ...] = (), arch: str = "compute_80") -> str:

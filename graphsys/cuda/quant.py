@@ -148,8 +148,10 @@ class QuantizedRows:
 
     def index_select(self, ids: torch.Tensor) -> QuantizedRows:
         """The rows ``ids`` (gathered with :func:`~graphsys.cuda.gather.gather_rows`)."""
-        return QuantizedRows(gather_rows(self.codes, ids), gather_rows(self.scale, ids),
-                             gather_rows(self.zero, ids), self.dim, self.bits)
+        # One range check for the three gathers of the same ids.
+        scale = gather_rows(self.scale, ids)
+        return QuantizedRows(gather_rows(self.codes, ids, check=False), scale,
+                             gather_rows(self.zero, ids, check=False), self.dim, self.bits)
 
     def __getitem__(self, rows: slice) -> QuantizedRows:
         if not isinstance(rows, slice):
@@ -230,7 +232,7 @@ def aggregation_error_bound(indptr: torch.Tensor, indices: torch.Tensor, q: Quan
 
 
 def aggregate(indptr: torch.Tensor, indices: torch.Tensor, q: QuantizedRows,
-              reduce: Reduce = "mean") -> torch.Tensor:
+              reduce: Reduce = "mean", *, check: bool = True) -> torch.Tensor:
     """Sum or mean of the dequantized source rows over each destination's in-edges.
 
     Args:
@@ -238,6 +240,8 @@ def aggregate(indptr: torch.Tensor, indices: torch.Tensor, q: QuantizedRows,
         indices: int ``[num_edges]`` source rows of ``q``.
         q: quantized source rows.
         reduce: ``'sum'`` or ``'mean'`` (zero for a destination without in-edges).
+        check: validate the range of ``indices`` (two device syncs on the GPU path;
+            a block's indices are valid by construction).
 
     Returns float32 ``[num_dst, q.dim]`` on ``q``'s device, within
     :func:`aggregation_error_bound` of the float32 aggregation of the original rows.
@@ -255,7 +259,7 @@ def aggregate(indptr: torch.Tensor, indices: torch.Tensor, q: QuantizedRows,
     num_dst = indptr.numel() - 1
     if num_dst < 0:
         raise ValueError("indptr must have at least one entry")
-    if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= len(q)):
+    if check and indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= len(q)):
         raise IndexError(f"indices must lie in [0, {len(q)}) (the quantized rows)")
     out = torch.empty(num_dst, q.dim, dtype=torch.float32, device=device)
     if num_dst == 0 or q.dim == 0:

@@ -203,17 +203,17 @@ class GPUNeighborSampler(NeighborSampler):
             raise ValueError(f"graph_memory must be 'device' or 'pinned', got {graph_memory!r}")
         self.graph_memory = graph_memory
         self.device = None if device is None else torch.device(device)
-        self._graph_key: int | None = None
+        self._graph: CSCGraph | None = None
         self._graph_arrays: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def _arrays(self, graph: CSCGraph, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._graph_key != id(graph) or self._graph_arrays is None:
+        if self._graph is not graph or self._graph_arrays is None:
             indptr = graph.indptr.to(torch.int64)
             if self.graph_memory == "device":
                 arrays = (indptr.to(device), graph.indices.to(device))
             else:
                 arrays = (indptr.contiguous().pin_memory(), graph.indices.contiguous().pin_memory())
-            self._graph_key, self._graph_arrays = id(graph), arrays
+            self._graph, self._graph_arrays = graph, arrays
         return self._graph_arrays
 
     def sample(self, graph: CSCGraph, seeds: object, *, key: int | None = None) -> MiniBatch:
@@ -249,7 +249,7 @@ class GPUNeighborSampler(NeighborSampler):
 
     def __getstate__(self) -> dict:
         state = super().__getstate__()
-        state["_graph_key"] = state["_graph_arrays"] = None  # device/pinned arrays stay
+        state["_graph"] = state["_graph_arrays"] = None  # device/pinned arrays stay
         return state
 
     def __repr__(self) -> str:

@@ -126,11 +126,15 @@ class DataLoader:
         """Make the next iteration yield the batches of ``epoch``."""
         self.epoch = int(epoch)
 
+    def seed_order(self, epoch: int) -> np.ndarray:
+        """The seeds in the order ``epoch`` visits them (a permutation if shuffling)."""
+        if not self.shuffle:
+            return self.seeds
+        return self.seeds[np.random.default_rng([self.seed, epoch]).permutation(len(self.seeds))]
+
     def batch_seeds(self, epoch: int) -> list[np.ndarray]:
         """The seed ids of each batch of ``epoch`` (shuffled per epoch if asked)."""
-        order = self.seeds
-        if self.shuffle:
-            order = order[np.random.default_rng([self.seed, epoch]).permutation(len(order))]
+        order = self.seed_order(epoch)
         return [order[i : i + self.batch_size] for i in range(0, len(self) * self.batch_size,
                                                               self.batch_size)]
 

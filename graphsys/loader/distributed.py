@@ -77,9 +77,7 @@ class DistributedDataLoader(DataLoader):
 
     def global_batches(self, epoch: int) -> list[np.ndarray]:
         """The seeds of every global batch of ``epoch`` (all ranks together)."""
-        order = self.seeds
-        if self.shuffle:  # the permutation DataLoader.batch_seeds draws for this seed
-            order = order[np.random.default_rng([self.seed, epoch]).permutation(len(order))]
+        order = self.seed_order(epoch)  # the one-process loader's permutation
         g = self.global_batch_size
         count = len(self)
         bounds = [i * g for i in range(count)] + [len(order)]

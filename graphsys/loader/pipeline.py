@@ -32,7 +32,6 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
@@ -203,32 +202,27 @@ class PipelinedLoader:
                     return
             put(sampled, _End())
 
+        def incoming() -> Iterator[tuple[int, MiniBatch]]:
+            while True:
+                item = get(sampled)
+                if isinstance(item, _End):
+                    if item.error is not None:
+                        raise item.error  # guarded() hands it downstream
+                    return
+                yield item
+
         def read() -> None:
             # The read stage looks ``lookahead`` sampled batches ahead, as DataLoader does,
             # so a device cache can prefetch their rows while this batch computes.
-            lookahead = int(getattr(loader.features, "lookahead", 0) or 0)
-            pending: deque[tuple[int, MiniBatch]] = deque()
-            done = False
-            while True:
-                while not done and len(pending) <= lookahead:
-                    item = get(sampled)
-                    if isinstance(item, _End):
-                        if item.error is not None or stop.is_set():
-                            put(filled, item)
-                            return
-                        done = True
-                    else:
-                        pending.append(item)
-                if not pending:
-                    put(filled, _End())
-                    return
-                index, batch = pending.popleft()
+            for index, batch, pending in loader._sampled_ahead(
+                    epoch, incoming(), lambda epoch, index, sampled_batch: sampled_batch):
                 t0 = time.perf_counter()
                 batch = loader._fill(epoch, index, batch)
                 loader._prefetch_ahead(pending)
                 self._record("read", epoch, index, t0)
                 if not put(filled, (index, batch)):
                     return
+            put(filled, _End())
 
         def copy() -> None:
             while True:

@@ -68,10 +68,7 @@ class BlockModel(nn.Module):
         if len(blocks) != self.num_layers:
             raise ValueError(f"the sampler has {len(blocks)} fanouts but the model has "
                              f"{self.num_layers} layers; pass {self.num_layers} fanouts")
-        h = x
-        for i, block in enumerate(blocks):
-            h = self.layer_forward(i, block, h)
-        return h
+        return self.forward_from(0, blocks, x)
 
     def forward_from(self, first: int, blocks: Sequence[Block], h: torch.Tensor, *,
                      drop_input: bool = True) -> torch.Tensor:

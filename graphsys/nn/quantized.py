@@ -27,6 +27,7 @@ from typing import Literal
 import torch
 
 from graphsys.cuda.quant import QuantizedRows, aggregate, quantize
+from graphsys.nn._aggregate import edge_endpoints
 from graphsys.samplers.block import Block
 
 Quantize = Literal["int8", "int4"]
@@ -55,8 +56,7 @@ def protected_destinations(block: Block, protect: float) -> torch.Tensor:
 
 def _float_aggregate(block: Block, x: torch.Tensor, mean: bool,
                      dst_mask: torch.Tensor | None = None) -> torch.Tensor:
-    src, dst = block.edges()
-    src, dst = src.long(), dst.long()
+    src, dst = edge_endpoints(block)
     if dst_mask is not None:
         keep = dst_mask[dst]
         src, dst = src[keep], dst[keep]
@@ -73,7 +73,8 @@ class QuantizedAggregate(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, block: Block, bits: int, mean: bool,
                 protected: torch.Tensor | None) -> torch.Tensor:
         q = quantize(x, bits)
-        out = aggregate(block.indptr, block.indices, q, "mean" if mean else "sum")
+        out = aggregate(block.indptr, block.indices, q, "mean" if mean else "sum",
+                        check=False)
         if protected is not None and bool(protected.any()):
             exact = _float_aggregate(block, x.detach().float(), mean, protected)
             out = torch.where(protected[:, None], exact, out)
@@ -83,11 +84,11 @@ class QuantizedAggregate(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         block = ctx.block
-        src, dst = block.edges()
+        src, dst = edge_endpoints(block)
         g = grad
         if ctx.mean:
             g = g / block.in_degrees().clamp(min=1).to(g.dtype)[:, None]
-        grad_x = g.new_zeros(ctx.num_src, g.shape[1]).index_add_(0, src.long(), g[dst.long()])
+        grad_x = g.new_zeros(ctx.num_src, g.shape[1]).index_add_(0, src, g[dst])
         return grad_x, None, None, None, None
 
 
@@ -102,49 +103,7 @@ def aggregate_neighbours(block: Block, h: torch.Tensor | QuantizedRows, *, bits:
         if len(h) != block.num_src_nodes():
             raise ValueError(f"quantized features have {len(h)} rows but the block has "
                              f"{block.num_src_nodes()} source nodes")
-        return aggregate(block.indptr, block.indices, h, "mean" if mean else "sum")
+        return aggregate(block.indptr, block.indices, h, "mean" if mean else "sum",
+                         check=False)
     protected = protected_destinations(block, protect) if protect > 0 else None
     return QuantizedAggregate.apply(h, block, bits, mean, protected)
-
-
-def sage_forward(conv, block: Block, h) -> torch.Tensor:
-    """``SAGEConv.forward`` with quantized aggregation (``'mean'`` and ``'gcn'``)."""
-    from graphsys.nn._aggregate import split_features
-
-    bits, protect = conv.quant_bits, conv.protect
-    if isinstance(h, QuantizedRows):
-        # Features stored quantized: aggregate the codes, dequantize destinations only.
-        h_dst = h[: block.num_dst_nodes()].dequantize()
-        if conv.aggregator == "mean":
-            out = conv.fc_self(h_dst) + conv.fc_neigh(
-                aggregate_neighbours(block, h, bits=bits))
-        else:
-            deg = block.in_degrees().to(h_dst.dtype).unsqueeze(-1) + 1
-            out = conv.fc_neigh((aggregate_neighbours(block, h, bits=bits, mean=False)
-                                 + h_dst) / deg)
-    else:
-        h_src, h_dst = split_features(block, h, conv.feat_drop)
-        project_first = conv.in_feats > conv.out_feats
-        if conv.aggregator == "mean":
-            if project_first:
-                neigh = aggregate_neighbours(block, conv.fc_neigh(h_src), bits=bits,
-                                             protect=protect)
-            else:
-                neigh = conv.fc_neigh(aggregate_neighbours(block, h_src, bits=bits,
-                                                           protect=protect))
-            out = conv.fc_self(h_dst) + neigh
-        else:
-            deg = block.in_degrees().to(h_src.dtype).unsqueeze(-1) + 1
-            if project_first:
-                total = aggregate_neighbours(block, conv.fc_neigh(h_src), bits=bits,
-                                             mean=False, protect=protect)
-                out = (total + conv.fc_neigh(h_dst)) / deg
-            else:
-                total = aggregate_neighbours(block, h_src, bits=bits, mean=False,
-                                             protect=protect)
-                out = conv.fc_neigh((total + h_dst) / deg)
-    if conv.bias is not None:
-        out = out + conv.bias
-    if conv.activation is not None:
-        out = conv.activation(out)
-    return out

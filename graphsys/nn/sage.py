@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Literal, get_args
 
 import torch
 from torch import nn
 
+from graphsys.cuda.quant import QuantizedRows
 from graphsys.nn._aggregate import (
     Activation,
     NodeFeatures,
@@ -15,7 +17,7 @@ from graphsys.nn._aggregate import (
     split_features,
     sum_neighbours,
 )
-from graphsys.nn.quantized import Quantize, check_quantize, sage_forward
+from graphsys.nn.quantized import Quantize, aggregate_neighbours, check_quantize
 from graphsys.samplers.block import Block
 
 Aggregator = Literal["mean", "gcn", "pool"]
@@ -88,24 +90,31 @@ class SAGEConv(nn.Module):
 
     def forward(self, block: Block, h: NodeFeatures) -> torch.Tensor:
         """Features of the destination nodes, ``[block.num_dst_nodes(), out_feats]``."""
+        mean_agg, sum_agg = mean_neighbours, sum_neighbours
         if self.quant_bits is not None:
-            return sage_forward(self, block, h)
-        h_src, h_dst = split_features(block, h, self.feat_drop)
+            quantized = partial(aggregate_neighbours, bits=self.quant_bits, protect=self.protect)
+            mean_agg, sum_agg = quantized, partial(quantized, mean=False)
         # Mean and sum commute with a linear map, so project first when that shrinks the
         # per-edge messages (DGL's ``lin_before_mp``).
         project_first = self.in_feats > self.out_feats
+        if self.quant_bits is not None and isinstance(h, QuantizedRows):
+            # Features stored quantized: aggregate the codes, dequantize destinations only.
+            h_src, h_dst = h, h[: block.num_dst_nodes()].dequantize()
+            project_first = False
+        else:
+            h_src, h_dst = split_features(block, h, self.feat_drop)
         if self.aggregator == "mean":
             if project_first:
-                neigh = mean_neighbours(block, self.fc_neigh(h_src))
+                neigh = mean_agg(block, self.fc_neigh(h_src))
             else:
-                neigh = self.fc_neigh(mean_neighbours(block, h_src))
+                neigh = self.fc_neigh(mean_agg(block, h_src))
             out = self.fc_self(h_dst) + neigh
         elif self.aggregator == "gcn":
-            deg = block.in_degrees().to(h_src.dtype).unsqueeze(-1) + 1
+            deg = block.in_degrees().to(h_dst.dtype).unsqueeze(-1) + 1
             if project_first:
-                out = (sum_neighbours(block, self.fc_neigh(h_src)) + self.fc_neigh(h_dst)) / deg
+                out = (sum_agg(block, self.fc_neigh(h_src)) + self.fc_neigh(h_dst)) / deg
             else:
-                out = self.fc_neigh((sum_neighbours(block, h_src) + h_dst) / deg)
+                out = self.fc_neigh((sum_agg(block, h_src) + h_dst) / deg)
         else:
             pooled = max_neighbours(block, torch.relu(self.fc_pool(h_src)))
             out = self.fc_self(h_dst) + self.fc_neigh(pooled)

@@ -48,9 +48,13 @@ STORAGE_KINDS = ("auto", "memory", "mmap", "direct", "zarr", "packed")
 
 def train_loader(graph: Any, train_idx: np.ndarray, config: Any, *,
                  labels: Any = None, features: Any = None,
-                 device: torch.device | str = "cpu") -> DataLoader:
-    """The training loader of ``config``: the one batches are packed for, and trained on."""
-    return DataLoader(graph, train_idx, NeighborSampler(config.fanouts, seed=config.seed),
+                 device: torch.device | str = "cpu",
+                 fanouts: tuple[int, ...] | None = None) -> DataLoader:
+    """The training loader of ``config``: the one batches are packed for, and trained on.
+
+    ``fanouts`` replaces ``config.fanouts`` (with frozen front layers, fewer hops)."""
+    fanouts = config.fanouts if fanouts is None else fanouts
+    return DataLoader(graph, train_idx, NeighborSampler(fanouts, seed=config.seed),
                       batch_size=config.batch_size, shuffle=True, device=device,
                       features=features, labels=labels, seed=config.seed)
 

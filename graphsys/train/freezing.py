@@ -52,12 +52,11 @@ import torch
 
 from graphsys._sizes import format_size
 from graphsys.errors import TrainingConfigError
-from graphsys.loader.dataloader import DataLoader
 from graphsys.loader.gather import gather_rows
 from graphsys.samplers.neighbor import NeighborSampler
 from graphsys.storage.codecs import CODEC_NAMES, codec_for_stage
 from graphsys.storage.frozen import FrozenLayerCache, write_frozen_cache
-from graphsys.train.feature_setup import budget_of
+from graphsys.train.feature_setup import budget_of, train_loader
 from graphsys.train.inference import layer_batches
 
 Augment = Literal["dropout", "noise", "none"]
@@ -129,9 +128,9 @@ def layer_parameters(model: Any, k: int) -> list[torch.nn.Parameter]:
     return [p for layer in model.layers[:k] for p in layer.parameters()]
 
 
-def relative_changes(previous: Sequence[torch.Tensor], model: Any) -> list[float]:
-    """``||W_now - W_before|| / ||W_before||`` per layer (flattened parameters)."""
-    now = layer_snapshots(model)
+def relative_changes(previous: Sequence[torch.Tensor], now: Sequence[torch.Tensor]
+                     ) -> list[float]:
+    """``||W_now - W_before|| / ||W_before||`` per layer (:func:`layer_snapshots`)."""
     return [float((b - a).norm() / a.norm().clamp(min=1e-12))
             for a, b in zip(previous, now, strict=True)]
 
@@ -176,7 +175,7 @@ class FreezingController:
         snapshot = layer_snapshots(model)
         changes: list[float] = []
         if self._previous is not None:
-            changes = relative_changes(self._previous, model)
+            changes = relative_changes(self._previous, snapshot)
             self.changes.append(changes)
             for i, change in enumerate(changes):
                 self._calm[i] = self._calm[i] + 1 if change < self.config.threshold else 0
@@ -366,11 +365,9 @@ class LayerFreezer:
         build_s = time.perf_counter() - start
         self.cache, self.noise = cache, noise
         self.controller.frozen = k
-        trainer.loader = DataLoader(
-            trainer.graph, trainer.train_idx,
-            NeighborSampler(config.fanouts[k:], seed=config.seed),
-            batch_size=config.batch_size, shuffle=True, device=trainer.device,
-            features=cache, labels=trainer.labels, seed=config.seed)
+        trainer.loader = train_loader(trainer.graph, trainer.train_idx, config,
+                                      labels=trainer.labels, features=cache,
+                                      device=trainer.device, fanouts=config.fanouts[k:])
         trainer.train_features = trainer.eval_features = cache
         trainer.transform = None  # inputs are cached embeddings from now on
         report = StageReport(k, epoch, codec.name, str(cache.path), cache.encoded_nbytes,
