@@ -15,12 +15,14 @@ def _zarr_major() -> int:
 
 
 def create_lz4_array(
-    path: Path, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: np.dtype
+    path: Path, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: np.dtype, *,
+    cname: str = "lz4", clevel: int = 5, shuffle: str = "shuffle",
 ) -> Any:
     """Create an empty zarr array at ``path`` with Blosc-LZ4 and byte shuffle.
 
     Byte shuffle groups the exponent bytes of floats together, which is what lets LZ4
-    find repeats in feature rows.
+    find repeats in feature rows. ``cname="lz4hc"`` writes the same LZ4 format with a
+    slower, more thorough encoder; ``shuffle="bitshuffle"`` suits byte-coded rows.
     """
     import zarr
 
@@ -32,15 +34,22 @@ def create_lz4_array(
             shape=shape,
             chunks=chunks,
             dtype=dtype,
-            compressors=BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
+            compressors=BloscCodec(cname=cname, clevel=clevel, shuffle=shuffle),
             fill_value=0,
         )
     from numcodecs import Blosc
 
+    modes = {"shuffle": Blosc.SHUFFLE, "bitshuffle": Blosc.BITSHUFFLE, "noshuffle": Blosc.NOSHUFFLE}
     return zarr.open_array(
         str(path), mode="w", shape=shape, chunks=chunks, dtype=dtype,
-        compressor=Blosc(cname="lz4", clevel=5, shuffle=Blosc.SHUFFLE), fill_value=0,
+        compressor=Blosc(cname=cname, clevel=clevel, shuffle=modes[shuffle]), fill_value=0,
     )
+
+
+def chunk_file(path: Path, index: tuple[int, ...]) -> Path:
+    """The file holding chunk ``index`` of the array at ``path`` (default key encoding)."""
+    key = ["c", *map(str, index)] if _zarr_major() >= 3 else [".".join(map(str, index))]
+    return Path(path).joinpath(*key)
 
 
 def open_array(path: Path) -> Any:

@@ -35,6 +35,7 @@ import torch
 
 from graphsys._atomic import atomic_directory
 from graphsys.errors import DatasetError
+from graphsys.graph.zarr_io import chunk_file, create_lz4_array, open_array
 from graphsys.storage.base import StoreBase
 from graphsys.storage.codecs import Codec
 from graphsys.storage.direct import DirectFileStore
@@ -77,15 +78,13 @@ class ChunkedRowStore(StoreBase):
     tier = "frozen-zarr"
 
     def __init__(self, path: str | os.PathLike) -> None:
-        import zarr
-
         self.path = Path(path)
-        self.array = zarr.open_array(str(self.path), mode="r")
+        self.array = open_array(self.path)
         row_bytes, rows = self.array.shape
         super().__init__(rows, row_bytes, torch.uint8)
         self.chunk_rows = int(self.array.chunks[1])
         chunks = -(-rows // self.chunk_rows) if rows else 0
-        self.chunk_sizes = np.array([_file_size(self.path / "c" / "0" / str(c))
+        self.chunk_sizes = np.array([_file_size(chunk_file(self.path, (0, c)))
                                      for c in range(chunks)], dtype=np.int64)
 
     @property
@@ -269,15 +268,11 @@ class _ZarrSink:
     """Buffers encoded rows and writes whole chunks (each chunk compressed once)."""
 
     def __init__(self, path: Path, num_rows: int, width: int, chunk_rows: int) -> None:
-        import zarr
-        from zarr.codecs import BloscCodec
-
-        self.array = zarr.create_array(
-            store=str(path), shape=(width, num_rows), chunks=(width, chunk_rows),
-            dtype=np.uint8, fill_value=0,
-            # LZ4HC writes the LZ4 format (same decoder, same read speed); its slower,
-            # thorough match search runs once per freeze and saves ~3% on INT4 caches.
-            compressors=BloscCodec(cname="lz4hc", clevel=9, shuffle="bitshuffle", typesize=1))
+        # LZ4HC writes the LZ4 format (same decoder, same read speed); its slower,
+        # thorough match search runs once per freeze and saves ~3% on INT4 caches.
+        self.array = create_lz4_array(path, (width, num_rows), (width, chunk_rows),
+                                      np.uint8, cname="lz4hc", clevel=9,
+                                      shuffle="bitshuffle")
         self.chunk_rows = chunk_rows
         self.pending: list[np.ndarray] = []
         self.pending_rows = 0
