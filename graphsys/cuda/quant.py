@@ -37,6 +37,7 @@ import torch
 
 from graphsys.cuda import _runtime
 from graphsys.cuda.gather import gather_rows
+from graphsys.storage.codecs import pack_nibbles, unpack_nibbles
 
 Bits = Literal[8, 4]
 Reduce = Literal["sum", "mean"]
@@ -195,18 +196,13 @@ def quantize(x: torch.Tensor, bits: Bits = 8) -> QuantizedRows:
     inv = torch.where(scale > 0, 1.0 / scale, torch.zeros_like(scale))
     q = torch.round((x - low[:, None]) * inv[:, None]).clamp_(0, levels).to(torch.uint8)
     if bits == 4:
-        if q.shape[1] % 2:
-            q = torch.nn.functional.pad(q, (0, 1))
-        q = q[:, 0::2] | (q[:, 1::2] << 4)
+        q = pack_nibbles(q)
     return QuantizedRows(q.contiguous(), scale.contiguous(), low.contiguous(), x.shape[1], bits)
 
 
 def unpack_codes(q: QuantizedRows) -> torch.Tensor:
     """The codes as uint8 ``[N, dim]`` (INT4 unpacked)."""
-    if q.bits == 8:
-        return q.codes
-    low, high = q.codes & 15, q.codes >> 4
-    return torch.stack((low, high), 2).reshape(q.codes.shape[0], -1)[:, : q.dim]
+    return q.codes if q.bits == 8 else unpack_nibbles(q.codes, q.dim)
 
 
 def dequantize(q: QuantizedRows) -> torch.Tensor:

@@ -30,6 +30,19 @@ FP16_MAX = 65504.0
 _META_BYTES = 8  # float32 row minimum and step
 
 
+def pack_nibbles(q: torch.Tensor) -> torch.Tensor:
+    """4-bit codes ``[n, dim]`` (uint8 0..15) two per byte: ``[n, ceil(dim / 2)]``,
+    the even channel in the low nibble."""
+    if q.shape[1] % 2:
+        q = torch.nn.functional.pad(q, (0, 1))
+    return q[:, 0::2] | (q[:, 1::2] << 4)
+
+
+def unpack_nibbles(packed: torch.Tensor, dim: int) -> torch.Tensor:
+    """The inverse of :func:`pack_nibbles`: uint8 codes ``[n, dim]``."""
+    return torch.stack((packed & 15, packed >> 4), 2).reshape(packed.shape[0], -1)[:, :dim]
+
+
 @dataclass(frozen=True)
 class Codec:
     """One row codec (see the module docstring for the bounds).
@@ -87,9 +100,7 @@ class Codec:
         low, step = self._range(x)
         q = torch.round((x - low) / step).clamp_(0, self.levels).to(torch.uint8)
         if self.name == "int4":
-            if q.shape[1] % 2:
-                q = torch.nn.functional.pad(q, (0, 1))
-            q = q[:, 0::2] | (q[:, 1::2] << 4)
+            q = pack_nibbles(q)
         meta = torch.stack((low.squeeze(1), step.squeeze(1)), 1).contiguous()
         return torch.cat((q, meta.view(torch.uint8)), 1)
 
@@ -106,7 +117,7 @@ class Codec:
         code_bytes = self.code_bytes(dim)
         q = rows[:, :code_bytes]
         if self.name == "int4":
-            q = torch.stack((q & 15, q >> 4), 2).reshape(n, -1)[:, :dim]
+            q = unpack_nibbles(q, dim)
         meta = rows[:, code_bytes:].contiguous().view(torch.float32)
         return torch.addcmul(meta[:, :1], q.float(), meta[:, 1:])
 
