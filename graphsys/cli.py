@@ -105,7 +105,8 @@ def _add_plan_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_train_parser(commands: argparse._SubParsersAction) -> None:
-    from graphsys.train.feature_setup import STORAGE_KINDS
+    from graphsys.loader.device_path import GRAPH_MEMORY
+    from graphsys.train.feature_setup import SAMPLER_KINDS, STORAGE_KINDS
     from graphsys.train.trainer import FEATURE_NORMS, MODELS, TrainConfig
 
     d = TrainConfig()
@@ -134,6 +135,17 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
                        help="apply a cache plan (graphsys plan): device cache, victim buffer "
                             "and host-cache size")
     train.add_argument("--device", default=d.device, help="cpu, cuda or cuda:N")
+    train.add_argument("--sampler", choices=SAMPLER_KINDS, default=d.sampler,
+                       help="auto: on a CUDA device with CuPy, sample on the GPU and gather "
+                            "rows by UVA (the device path), else on the CPU; gpu forces the "
+                            "device path (its CPU twins on --device cpu); cpu the plain path")
+    train.add_argument("--uva", action=argparse.BooleanOptionalAction, default=d.uva,
+                       help="device path: gather host feature rows by zero-copy UVA reads "
+                            "(default with --graph-memory pinned); --no-uva copies the "
+                            "feature table to the GPU once")
+    train.add_argument("--graph-memory", choices=GRAPH_MEMORY, default=d.graph_memory,
+                       help="device path: graph structure pinned in host memory (read over "
+                            "the bus) or copied to the GPU")
     train.add_argument("--out", type=Path, default=None,
                        help="run directory for metrics.jsonl and checkpoint.pt")
     train.add_argument("--resume", action="store_true",
@@ -327,6 +339,11 @@ def _info(args: argparse.Namespace) -> int:
         for probe in probe_all():
             mark = "yes" if probe.available else "no "
             print(f"  {probe.name:<16} {mark}  {probe.detail}")
+        from graphsys.train.feature_setup import data_path_summary
+        from graphsys.train.trainer import TrainConfig
+
+        for device in ("cpu", "cuda"):
+            print(f"  train --device {device:<5} {data_path_summary(TrainConfig(), device)}")
         return 0
     from graphsys.graph.dataset import load_dataset
 
@@ -356,6 +373,7 @@ def _verify(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from graphsys.errors import TrainingConfigError
     from graphsys.graph.dataset import load_dataset
+    from graphsys.train.feature_setup import data_path_summary
     from graphsys.train.trainer import TrainConfig, Trainer
 
     if args.layers is not None and args.layers != len(args.fanouts):
@@ -372,11 +390,13 @@ def _train(args: argparse.Namespace) -> int:
         storage=args.storage, host_cache=args.host_cache,
         pack_dir=None if args.pack is None else str(args.pack),
         plan=None if args.plan is None else str(args.plan), device=args.device,
+        sampler=args.sampler, uva=args.uva, graph_memory=args.graph_memory,
         progress=not args.no_progress, freeze=_freeze_config(args))
     dataset = load_dataset(args.path)
     print(f"{dataset.name}: {dataset.graph.num_nodes():,} nodes, "
           f"{dataset.graph.num_edges():,} edges; {config.model} with fanouts "
           f"{list(config.fanouts)}, {config.epochs} epochs on {config.device}", flush=True)
+    print(f"data path: {data_path_summary(config, config.device)}", flush=True)
     from graphsys.train.parallel import parallel_trainer, wants_parallel
 
     if wants_parallel(args):

@@ -12,15 +12,18 @@ import numpy as np
 import torch
 
 from graphsys.graph.csc import CSCGraph
+from graphsys.loader import device_path
 from graphsys.loader.gather import gather_rows
+from graphsys.loader.streams import Handed, handoff_stream
 from graphsys.samplers import _kernels
 from graphsys.samplers.block import MiniBatch
 from graphsys.samplers.neighbor import NeighborSampler, as_node_ids
 
 #: DGL DataLoader arguments that are accepted for compatibility and have no effect here:
-#: sampling is already parallel inside the compiled kernel, in one background thread.
+#: sampling is already parallel inside the compiled kernel, in one background thread
+#: (which, on the device path, works on its own CUDA stream).
 _IGNORED_DGL_ARGS = frozenset({"num_workers", "persistent_workers", "use_prefetch_thread",
-                               "use_alternate_streams", "pin_prefetcher", "use_uva",
+                               "use_alternate_streams", "pin_prefetcher",
                                "worker_init_fn", "prefetch_factor"})
 
 
@@ -64,6 +67,14 @@ class DataLoader:
         sampler: a :class:`NeighborSampler` (anything with ``sample(graph, seeds, key=)``).
         batch_size, shuffle, drop_last: as in ``torch.utils.data.DataLoader``.
         device: where yielded blocks and data live (default CPU).
+        use_uva: DGL's device path: pin the graph and the feature/label tensors in host
+            memory, sample on the GPU (:class:`~graphsys.cuda.GPUNeighborSampler`
+            replaces a plain :class:`NeighborSampler`, with the same samples) and gather
+            rows by zero-copy UVA reads straight into device memory. On a CPU device
+            the same calls run their CPU twins.
+        graph_memory: ``'pinned'`` (default with ``use_uva``) or ``'device'``: where
+            the device path keeps the graph structure (and, without ``use_uva``,
+            the feature tensor). A graph already on a GPU or pinned takes this path too.
         features: rows indexable by node id (tensor, memory-mapped tensor, zarr
             features); fills ``blocks[0].srcdata['feat']``.
         labels: fills ``blocks[-1].dstdata['label']``.
@@ -80,6 +91,7 @@ class DataLoader:
                  batch_size: int = 1, shuffle: bool = False, drop_last: bool = False,
                  device: torch.device | str | None = None, features: Any = None,
                  labels: Any = None, prefetch: int = 2, seed: int | None = None,
+                 use_uva: bool | None = None, graph_memory: str | None = None,
                  **dgl_kwargs: Any) -> None:
         unknown = set(dgl_kwargs) - _IGNORED_DGL_ARGS
         if unknown:
@@ -107,16 +119,39 @@ class DataLoader:
             if data is not None and len(data) != num_nodes:
                 raise ValueError(f"{name} has {len(data)} rows but the graph has {num_nodes} "
                                  "nodes; pass one row per node")
-        self.sampler = sampler
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        #: None for the plain path (CPU sampling, host gathers, one copy per batch).
+        self.path = device_path.resolve(self.graph, sampler, self.device, use_uva,
+                                        graph_memory)
+        self.sampler = sampler if self.path is None else \
+            device_path.device_sampler(sampler, self.path)
         self.batch_size = batch_size
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.features = features
         self.labels = labels
         self.prefetch = prefetch
         self.seed = int(torch.randint(0, 2**31 - 1, ()).item()) if seed is None else int(seed)
         self.epoch = 0
+        self._sources: dict[str, tuple[Any, Any]] = {}
+
+    def describe(self) -> str:
+        """Which data path this loader takes, in words (``graphsys info`` prints it)."""
+        if self.path is None:
+            where = "CPU sampling, host gathers" + (
+                f", batches copied to {self.device}" if self.device.type != "cpu" else "")
+            return where
+        return self.path.describe()
+
+    def _source(self, name: str) -> Any:
+        """``features``/``labels`` as the device path reads them, prepared once per object
+        (the trainer swaps ``features`` for a cache after building the loader)."""
+        data = getattr(self, name)
+        cached = self._sources.get(name)
+        if cached is None or cached[0] is not data:
+            cached = (data, device_path.row_source(data, self.path))
+            self._sources[name] = cached
+        return cached[1]
 
     def __len__(self) -> int:
         n = len(self.seeds)
@@ -148,7 +183,9 @@ class DataLoader:
 
     def _fill(self, epoch: int, index: int, batch: MiniBatch) -> MiniBatch:
         if hasattr(self.features, "prepare"):  # a packed store: this batch's segment
-            self.features.prepare(epoch, index, batch.input_nodes)
+            self.features.prepare(epoch, index, batch.input_nodes.cpu())
+        if self.path is not None:
+            return self._fill_on_device(batch)
         if self.features is not None:
             batch.blocks[0].srcdata["feat"] = gather_rows(self.features, batch.input_nodes)
         if self.labels is not None:
@@ -156,6 +193,17 @@ class DataLoader:
         if self.device.type == "cuda":
             for block in batch.blocks:
                 block.pin_memory()
+        return batch
+
+    def _fill_on_device(self, batch: MiniBatch) -> MiniBatch:
+        """The device path's fill: rows gathered straight to the device, no host copy."""
+        path = self.path
+        if self.features is not None:
+            batch.blocks[0].srcdata["feat"] = device_path.gather(
+                self._source("features"), batch.input_nodes, path)
+        if self.labels is not None:
+            batch.blocks[-1].dstdata["label"] = device_path.gather(
+                self._source("labels"), batch.output_nodes, path)
         return batch
 
     def _batches(self, epoch: int) -> Iterator[MiniBatch]:
@@ -208,9 +256,10 @@ class DataLoader:
             return False
 
         try:
-            for batch in self._batches(epoch):
-                if not put(batch):
-                    return
+            with handoff_stream(self.device if self.path is not None else None) as handoff:
+                for batch in self._batches(epoch):
+                    if not put(handoff.send(batch)):
+                        return
             put(_Stop())
         except BaseException as exc:  # handed to the consumer, which re-raises it
             put(_Stop(exc))
@@ -230,6 +279,8 @@ class DataLoader:
                     if item.error is not None:
                         raise item.error
                     return
+                if isinstance(item, Handed):
+                    item = item.receive()
                 yield item.to(self.device, non_blocking=True) if self.device.type != "cpu" \
                     else item
         finally:

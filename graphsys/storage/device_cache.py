@@ -32,6 +32,8 @@ from typing import Any
 
 import torch
 
+from graphsys.cuda import cache as slot_ops
+from graphsys.cuda import gather as row_ops
 from graphsys.storage.base import StoreBase
 from graphsys.storage.policies import EvictionPolicy
 from graphsys.storage.victim import VictimBuffer
@@ -148,8 +150,7 @@ class DeviceCache(StoreBase):
             self.rows[start : start + part.numel()] = self.fallback.read(part).to(self.device)
         n = ids.numel()
         slots = torch.arange(n, device=self.device)
-        self.id_of[:n] = ids.to(self.device)
-        self.slot_of[ids.to(self.device)] = slots.to(torch.int32)
+        slot_ops.assign_slots(self.slot_of, self.id_of, ids.to(self.device), slots)
         self.pinned[: min(self.policy.pinned_count(), n)] = True
         self.counters.preload_rows = n
         self.policy.admitted(ids.to(self.device), slots, -1)
@@ -159,7 +160,7 @@ class DeviceCache(StoreBase):
         return self.rows.numel() * self.rows.element_size()
 
     def contains(self, ids: torch.Tensor) -> torch.Tensor:
-        return (self.slot_of[ids.to(self.device)] >= 0).cpu()
+        return (slot_ops.lookup(self.slot_of, ids.to(self.device)) >= 0).cpu()
 
     def prepare(self, epoch: int, index: int, input_nodes: torch.Tensor) -> None:
         """Forwarded to a fallback that checks batches (a packed store)."""
@@ -169,7 +170,11 @@ class DeviceCache(StoreBase):
     # -- reads ------------------------------------------------------------------------
 
     def _fetch(self, ids: torch.Tensor) -> torch.Tensor:
-        """Rows of ``ids`` (CPU) from the victim buffer, then the fallback, on the device."""
+        """Rows of ``ids`` (CPU) from the victim buffer, then the fallback, on the device.
+
+        Pinned host rows (the victim ring, a pinned tensor fallback) are read by the UVA
+        gather straight into device memory; other fallbacks read on the host.
+        """
         out = torch.empty((ids.numel(), self.dim), dtype=self.dtype, device=self.device)
         if ids.numel() == 0:
             return out
@@ -177,26 +182,38 @@ class DeviceCache(StoreBase):
         if self.victim is not None:
             pos = self.victim.lookup(ids)
             found = pos >= 0
-            if bool(found.any()):
+            n = int(found.sum())
+            if n:
                 start = time.perf_counter()
-                out[found.to(self.device)] = self.victim.take(pos[found]).to(self.device)
-                n = int(found.sum())
+                out[found.to(self.device)] = self.victim.take(pos[found], device=self.device)
                 self.counters.victim_rows += n
                 self.stats.add("victim", n, n * self.row_bytes, time.perf_counter() - start)
                 rest = ~found
         n = int(rest.sum())
         if n:
             start = time.perf_counter()
+            tier = getattr(self.fallback, "tier", "fallback")
             disk = self.fallback.stats.disk_bytes
-            out[rest.to(self.device)] = self.fallback.read(ids[rest]).to(self.device)
+            table = getattr(self.fallback, "tensor", None)
+            if isinstance(table, torch.Tensor) and (table.is_pinned() or table.is_cuda):
+                rows = row_ops.gather_rows(table, ids[rest].to(self.device), check=False)
+                self.fallback.stats.add(tier, n, n * self.row_bytes, time.perf_counter() - start)
+            else:
+                rows = self.fallback.read(ids[rest]).to(self.device)
+            out[rest.to(self.device)] = rows
             self.counters.fallback_rows += n
-            self.stats.add(getattr(self.fallback, "tier", "fallback"), n, n * self.row_bytes,
-                           time.perf_counter() - start, self.fallback.stats.disk_bytes - disk)
+            self.stats.add(tier, n, n * self.row_bytes, time.perf_counter() - start,
+                           self.fallback.stats.disk_bytes - disk)
         self.counters.moved_rows += ids.numel()
         return out
 
     def read(self, ids: Any, out: torch.Tensor | None = None) -> torch.Tensor:
-        """Rows ``ids`` in the order asked (on this cache's device); caches by the policy."""
+        """Rows ``ids`` in the order asked (on this cache's device); caches by the policy.
+
+        The lookup, hit/miss split and installs are :mod:`graphsys.cuda.cache`'s (its
+        kernels on a GPU, their CPU twins otherwise); hit rows are gathered from the
+        slots by :func:`graphsys.cuda.gather_rows`.
+        """
         ids = self._ids(ids)
         out = self._out(ids.numel(), out)
         self.stats.reads += 1
@@ -208,33 +225,38 @@ class DeviceCache(StoreBase):
             self._keep_staged()
             self.step += 1
             return out
+        # Dedup on the host, where the ids are: no device sync for it.
         unique, inverse = torch.unique(ids, return_inverse=True)
-        dev_unique = unique.to(self.device)
-        slots = self.slot_of[dev_unique].long()
-        hit = slots >= 0
+        dev_unique = unique.to(self.device, non_blocking=True)
+        split = slot_ops.split_hits(self.slot_of, dev_unique, check=False)
         rows = torch.empty((unique.numel(), self.dim), dtype=self.dtype, device=self.device)
         start = time.perf_counter()
-        rows[hit] = self.rows[slots[hit]]
-        n_hit = int(hit.sum())
+        n_hit = split.hit_pos.numel()
+        if n_hit:
+            rows.index_copy_(0, split.hit_pos,
+                             row_ops.gather_rows(self.rows, split.hit_slots, check=False))
         self.stats.add("device", n_hit, n_hit * self.row_bytes, time.perf_counter() - start)
-        miss = (~hit).cpu()
-        miss_ids = unique[miss]
+        miss_ids = split.miss_ids.cpu()  # the fallback tiers are on the host
         miss_rows = torch.empty((miss_ids.numel(), self.dim), dtype=self.dtype,
                                 device=self.device)
         staged = self._staged_mask(miss_ids, staged_ids)
-        if bool(staged.any()):
+        n_staged = int(staged.sum())
+        if n_staged:
             pos = torch.searchsorted(staged_ids, miss_ids[staged])
             miss_rows[staged.to(self.device)] = staged_rows[pos.to(self.device)]
-            n = int(staged.sum())
-            self.stats.add("staged", n, n * self.row_bytes, 0.0)
-        miss_rows[(~staged).to(self.device)] = self._fetch(miss_ids[~staged])
-        rows[miss.to(self.device)] = miss_rows
+            self.stats.add("staged", n_staged, n_staged * self.row_bytes, 0.0)
+        if n_staged < miss_ids.numel():
+            miss_rows[(~staged).to(self.device)] = self._fetch(miss_ids[~staged])
+        if miss_ids.numel():
+            rows.index_copy_(0, split.miss_pos, miss_rows)
         torch.index_select(rows, 0, inverse.to(self.device), out=out)
         c = self.counters
         c.requests += unique.numel()
         c.hits += n_hit
-        c.staged_hits += int(staged.sum())
-        c.demand_misses += int((~staged).sum())
+        c.staged_hits += n_staged
+        c.demand_misses += miss_ids.numel() - n_staged
+        slots = torch.full((unique.numel(),), -1, dtype=torch.int64, device=self.device)
+        slots[split.hit_pos] = split.hit_slots
         self.policy.touch(dev_unique, slots, self.step)
         self._set_window(window)
         self._install(miss_ids, miss_rows)
@@ -301,14 +323,12 @@ class DeviceCache(StoreBase):
             gone = old[occupied]
             if self.victim is not None:
                 self.victim.put(gone.cpu(), self.rows[slots[occupied]])
-            self.slot_of[gone] = -1
             self.counters.evicted += gone.numel()
             self.policy.evicted(slots[occupied], own_keys[occupied])
         new = dev_cand[picks]
         self.pinned[slots] = False  # a pin belongs to the row, not to its slot
-        self.rows[slots] = cand_rows[picks]
-        self.id_of[slots] = new
-        self.slot_of[new] = slots.to(torch.int32)
+        slot_ops.scatter_rows(self.rows, slots, cand_rows[picks])
+        slot_ops.assign_slots(self.slot_of, self.id_of, new, slots)
         if self.victim is not None:
             self.victim.discard(new.cpu())
         self.policy.admitted(new, slots, self.step)
@@ -344,7 +364,8 @@ class DeviceCache(StoreBase):
             room = left if j == 0 else min(left, self.stage_rows - self._staged_ids.numel())
             if room <= 0:
                 break
-            need = batch[(self.slot_of[batch.to(self.device)] < 0).cpu()]
+            need = batch[(slot_ops.lookup(self.slot_of, batch.to(self.device), check=False)
+                          < 0).cpu()]
             need = need[~self._staged_mask(need, self._staged_ids)]
             need = need[: int(min(room, need.numel()))]
             if need.numel() == 0:
@@ -366,7 +387,7 @@ class DeviceCache(StoreBase):
             return
         dev = self._staged_ids.to(self.device)
         soon = self._soon[dev]
-        keep = (soon > 0) & (self.slot_of[dev] < 0)
+        keep = (soon > 0) & (slot_ops.lookup(self.slot_of, dev, check=False) < 0)
         bounded = keep & (soon > 1) if keep_next else keep
         excess = int(bounded.sum()) - self.stage_rows
         if excess > 0:  # drop the farthest uses (soon counts batches ahead)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from graphsys.cuda.gather import gather_rows
+
 
 def _pinned(shape: tuple[int, ...], dtype: torch.dtype, pin: bool) -> torch.Tensor:
     if pin and torch.cuda.is_available():
@@ -54,10 +56,12 @@ class VictimBuffer:
             return torch.full(ids.shape, -1, dtype=torch.int32)
         return self.position[ids]
 
-    def take(self, positions: torch.Tensor) -> torch.Tensor:
-        """Rows at ``positions`` (found by :meth:`lookup`)."""
+    def take(self, positions: torch.Tensor, device: torch.device | str = "cpu"
+             ) -> torch.Tensor:
+        """Rows at ``positions`` (found by :meth:`lookup`) on ``device``: from the pinned
+        ring to a GPU by the UVA gather, without a staging copy."""
         self.hits += positions.numel()
-        return self.rows[positions.long()]
+        return gather_rows(self.rows, positions.long().to(device), check=False)
 
     def discard(self, ids: torch.Tensor) -> None:
         """Forget ``ids`` (they went back to the device, which now holds the row)."""

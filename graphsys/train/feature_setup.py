@@ -44,6 +44,49 @@ from graphsys.storage.tiered import TieredStore
 from graphsys.storage.victim import VictimBuffer
 
 STORAGE_KINDS = ("auto", "memory", "mmap", "direct", "zarr", "packed")
+SAMPLER_KINDS = ("auto", "cpu", "gpu")
+
+
+def uses_device_path(config: Any, device: torch.device | str) -> bool:
+    """Whether a run of ``config`` on ``device`` samples and gathers by the GPU kernels.
+
+    ``auto`` takes the device path on a CUDA device when CuPy can run the kernels.
+    """
+    sampler = getattr(config, "sampler", "auto")
+    if sampler == "auto":
+        from graphsys.cuda import gpu_ready
+
+        return torch.device(device).type == "cuda" and gpu_ready()
+    return sampler == "gpu"
+
+
+def device_path_options(config: Any, device: torch.device | str) -> dict[str, Any]:
+    """The DataLoader arguments of ``config``'s data path (none for the plain one)."""
+    if not uses_device_path(config, device):
+        return {}
+    memory = getattr(config, "graph_memory", "pinned")
+    uva = getattr(config, "uva", None)
+    return {"use_uva": memory == "pinned" if uva is None else bool(uva),
+            "graph_memory": memory}
+
+
+def data_path_summary(config: Any, device: torch.device | str) -> str:
+    """One line saying how a run of ``config`` on ``device`` samples and gathers."""
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return "no CUDA device here"
+    options = device_path_options(config, device)
+    if not options:
+        why = ""
+        if device.type == "cuda" and getattr(config, "sampler", "auto") == "auto":
+            why = " (CuPy cannot run the kernels here: pip install cupy-cuda12x)"
+        copy = f", batches copied to {device}" if device.type != "cpu" else ""
+        return f"CPU sampling and host gathers{copy}{why}"
+    where = "GPU kernels" if device.type == "cuda" else "CPU twins of the GPU kernels"
+    rows = "UVA gather from pinned host memory" if options["use_uva"] else \
+        "rows held on the device"
+    return (f"device path: sampling by the {where}, graph {options['graph_memory']}, "
+            f"features by {rows}")
 
 
 def train_loader(graph: Any, train_idx: np.ndarray, config: Any, *,
@@ -52,11 +95,14 @@ def train_loader(graph: Any, train_idx: np.ndarray, config: Any, *,
                  fanouts: tuple[int, ...] | None = None) -> DataLoader:
     """The training loader of ``config``: the one batches are packed for, and trained on.
 
-    ``fanouts`` replaces ``config.fanouts`` (with frozen front layers, fewer hops)."""
+    ``fanouts`` replaces ``config.fanouts`` (with frozen front layers, fewer hops). The
+    sampler is a plain :class:`NeighborSampler` either way: on the device path the
+    loader runs it as a GPU sampler with the same samples."""
     fanouts = config.fanouts if fanouts is None else fanouts
     return DataLoader(graph, train_idx, NeighborSampler(fanouts, seed=config.seed),
                       batch_size=config.batch_size, shuffle=True, device=device,
-                      features=features, labels=labels, seed=config.seed)
+                      features=features, labels=labels, seed=config.seed,
+                      **device_path_options(config, device))
 
 
 def budget_of(config: Any) -> int:

@@ -18,7 +18,9 @@ from graphsys._progress import progress_bar
 from graphsys._sizes import format_size
 from graphsys.errors import TrainingConfigError
 from graphsys.train.checkpoint import load_checkpoint, save_checkpoint
+from graphsys.loader.device_path import GRAPH_MEMORY
 from graphsys.train.feature_setup import (
+    SAMPLER_KINDS,
     STORAGE_KINDS,
     apply_plan,
     open_training_features,
@@ -63,6 +65,12 @@ class TrainConfig:
     pack_dir: str | None = None  # default: <dataset>/packs/<fingerprint>
     plan: str | None = None  # a graphsys plan JSON: device cache + victim buffer
     device: str = "cpu"
+    #: ``auto``: the device path (GPU sampling, UVA gathers) on a CUDA device when the
+    #: kernels can run there, else CPU sampling; ``gpu`` forces the device path (on a
+    #: CPU device it runs the kernels' CPU twins); ``cpu`` the plain path.
+    sampler: str = "auto"
+    uva: bool | None = None  # gather host rows by UVA (default: with a pinned graph)
+    graph_memory: str = "pinned"  # the device path's graph structure: pinned or device
     progress: bool = True
     freeze: FreezeConfig | None = None  # layer freezing with compressed caches (issue 8)
 
@@ -89,6 +97,12 @@ class TrainConfig:
         if self.storage not in STORAGE_KINDS:
             raise TrainingConfigError(f"storage={self.storage!r} is unknown; choose one of "
                                       f"{', '.join(STORAGE_KINDS)}")
+        if self.sampler not in SAMPLER_KINDS:
+            raise TrainingConfigError(f"sampler={self.sampler!r} is unknown; choose one of "
+                                      f"{', '.join(SAMPLER_KINDS)}")
+        if self.graph_memory not in GRAPH_MEMORY:
+            raise TrainingConfigError(f"graph_memory={self.graph_memory!r} is unknown; choose "
+                                      f"one of {', '.join(GRAPH_MEMORY)}")
         if self.host_cache is not None and self.host_cache < 0:
             raise TrainingConfigError(f"host_cache={self.host_cache} must be >= 0 bytes")
 
