@@ -185,7 +185,8 @@ class DeviceCache(StoreBase):
             n = int(found.sum())
             if n:
                 start = time.perf_counter()
-                out[found.to(self.device)] = self.victim.take(pos[found], device=self.device)
+                out.index_copy_(0, self._positions(found),
+                                self.victim.take(pos[found], device=self.device))
                 self.counters.victim_rows += n
                 self.stats.add("victim", n, n * self.row_bytes, time.perf_counter() - start)
                 rest = ~found
@@ -200,7 +201,7 @@ class DeviceCache(StoreBase):
                 self.fallback.stats.add(tier, n, n * self.row_bytes, time.perf_counter() - start)
             else:
                 rows = self.fallback.read(ids[rest]).to(self.device)
-            out[rest.to(self.device)] = rows
+            out.index_copy_(0, self._positions(rest), rows)
             self.counters.fallback_rows += n
             self.stats.add(tier, n, n * self.row_bytes, time.perf_counter() - start,
                            self.fallback.stats.disk_bytes - disk)
@@ -243,10 +244,11 @@ class DeviceCache(StoreBase):
         n_staged = int(staged.sum())
         if n_staged:
             pos = torch.searchsorted(staged_ids, miss_ids[staged])
-            miss_rows[staged.to(self.device)] = staged_rows[pos.to(self.device)]
+            miss_rows.index_copy_(0, self._positions(staged),
+                                  staged_rows.index_select(0, pos.to(self.device)))
             self.stats.add("staged", n_staged, n_staged * self.row_bytes, 0.0)
         if n_staged < miss_ids.numel():
-            miss_rows[(~staged).to(self.device)] = self._fetch(miss_ids[~staged])
+            miss_rows.index_copy_(0, self._positions(~staged), self._fetch(miss_ids[~staged]))
         if miss_ids.numel():
             rows.index_copy_(0, split.miss_pos, miss_rows)
         torch.index_select(rows, 0, inverse.to(self.device), out=out)
@@ -263,6 +265,11 @@ class DeviceCache(StoreBase):
         self._keep_staged()
         self.step += 1
         return out
+
+    def _positions(self, mask: torch.Tensor) -> torch.Tensor:
+        """Positions of a host mask, on the device: indexing device rows with them needs
+        no host sync (a device boolean mask would: its count decides the shape)."""
+        return torch.nonzero(mask).flatten().to(self.device, non_blocking=True)
 
     @staticmethod
     def _staged_mask(ids: torch.Tensor, staged_ids: torch.Tensor) -> torch.Tensor:
@@ -397,7 +404,7 @@ class DeviceCache(StoreBase):
         keep = keep.cpu()
         if not bool(keep.all()):
             self._staged_ids = self._staged_ids[keep]
-            self._staged_rows = self._staged_rows[keep.to(self.device)]
+            self._staged_rows = self._staged_rows.index_select(0, self._positions(keep))
 
     # -- checks -----------------------------------------------------------------------
 
