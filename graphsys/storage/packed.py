@@ -5,6 +5,15 @@ in the background while batches of the current one are served: one sequential re
 per segment, ``O_DIRECT`` where the filesystem allows, into one of two page-aligned
 buffers of the largest segment's size. Rows the pack left to the host cache come from
 a :class:`HostCacheStore` rebuilt from ``hot.bin``.
+
+With ``device=`` (the loader's device path) reads return rows there: the segment
+buffers and the host cache are page-locked, each segment is copied to one of two
+device buffers on a copy stream once its disk read is in, and batches gather their
+rows on the device (:func:`graphsys.cuda.gather_rows`; host-cache rows by UVA). The
+read stream waits on the copy's event, not the host. KvikIO (GPUDirect Storage) is not
+used: segments are read whole and sequentially, which the page-aligned ``O_DIRECT``
+read already does at the disk's speed; the copy over the link is the extra step.
+On ``device='cpu'`` the same code runs with host buffers (what CI tests).
 """
 
 from __future__ import annotations
@@ -20,6 +29,8 @@ import numba
 import numpy as np
 import torch
 
+from graphsys.cuda.gather import gather_rows
+from graphsys.cuda.pinned import pin_inplace
 from graphsys.errors import DatasetError
 from graphsys.samplers.offline import batch_position
 from graphsys.storage.base import StoreBase, close_quietly, torch_dtype
@@ -70,6 +81,9 @@ class PackedStore(StoreBase):
             batches is refused.
         source_id: the features' identity; a pack of other features is refused.
         readahead: read segment ``s + 1`` in the background while ``s`` is served.
+        device: return rows on this device, gathered there from segments copied on a
+            side stream (see the module docstring); ``None``: host rows, one
+            compiled pass over both tiers.
 
     Call :meth:`prepare` with each batch's ``(epoch, index, input_nodes)`` before
     reading its rows (the DataLoader does): it switches segments and checks that the
@@ -80,7 +94,7 @@ class PackedStore(StoreBase):
 
     def __init__(self, path: str | os.PathLike, *, source: Any = None, host_cache: Any = None,
                  fingerprint: str | None = None, source_id: str | None = None,
-                 readahead: bool = True) -> None:
+                 readahead: bool = True, device: torch.device | str | None = None) -> None:
         self.path = Path(path)
         self._fd = -1
         self._pool: ThreadPoolExecutor | None = None
@@ -96,7 +110,9 @@ class PackedStore(StoreBase):
                                f"{self.index.source_id[:12]}, these are {source_id[:12]}); "
                                "re-pack")
         self.np_dtype = np.dtype(self.index.dtype)
-        super().__init__(self.index.num_rows, self.index.dim, torch_dtype(self.np_dtype))
+        self.target = None if device is None else torch.device(device)
+        super().__init__(self.index.num_rows, self.index.dim, torch_dtype(self.np_dtype),
+                         self.target or "cpu")
         self.host_cache = self._host_cache(source, host_cache)
         self.ids = np.fromfile(self.path / "ids.bin", dtype=np.int64)
         self.digests = np.fromfile(self.path / "batches.bin", dtype=np.uint64)
@@ -116,6 +132,80 @@ class PackedStore(StoreBase):
         self._buffer = 0
         self._seg_ids = np.empty(0, np.int64)
         self._seg_rows = torch.empty((0, self.dim), dtype=self.dtype)
+        if self.target is not None:
+            self._setup_device(size)
+
+    # -- the device variant ------------------------------------------------------------
+
+    def _setup_device(self, segment_bytes: int) -> None:
+        on_gpu = self.target.type == "cuda"
+        # Page-locked buffers: the copy to the GPU is a DMA at link speed, and host-cache
+        # rows are read by the UVA gather without a staging copy.
+        self._pinned = [pin_inplace(torch.frombuffer(b, dtype=torch.uint8)) for b in
+                        self._buffers] if on_gpu else []
+        if self.host_cache is not None and on_gpu:
+            self.host_cache.rows = pin_inplace(self.host_cache.rows)
+        rows = segment_bytes // self.row_bytes
+        self._dev_rows = [torch.empty((rows, self.dim), dtype=self.dtype, device=self.target)
+                          for _ in range(2)] if on_gpu else []
+        self._copy_stream = torch.cuda.Stream(self.target) if on_gpu else None
+        self._copied: list[Any] = [None, None]  # the copy event of each device buffer
+
+    def _to_device(self, buffer: int, host_rows: torch.Tensor) -> torch.Tensor:
+        """The segment in ``buffer`` on the device: copied there on the copy stream."""
+        if self._copy_stream is None:
+            return host_rows
+        rows = self._dev_rows[buffer][: host_rows.shape[0]]
+        # The device buffer last held the segment before the previous one: its reads
+        # were queued on the current stream, so the copy waits for them (on the GPU).
+        self._copy_stream.wait_stream(torch.cuda.current_stream(self.target))
+        with torch.cuda.stream(self._copy_stream):
+            rows.copy_(host_rows, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record(self._copy_stream)
+        self._copied[buffer] = event
+        return rows
+
+    def _host_buffer_free(self, buffer: int) -> None:
+        """Wait until the copy out of host ``buffer`` is done before it is read into."""
+        event = self._copied[buffer] if self.target is not None else None
+        if event is not None:
+            event.synchronize()  # the loader's thread waits, not the training stream
+
+    def _read_on_device(self, ids: torch.Tensor, out: torch.Tensor) -> int:
+        """Fill ``out`` (on the device) with rows ``ids``; return rows from the segment."""
+        n_seg = self._seg_ids.shape[0]
+        want = ids.numpy()
+        pos = np.searchsorted(self._seg_ids, want) if n_seg else np.zeros(len(want), np.int64)
+        in_seg = np.zeros(len(want), bool)
+        if n_seg:
+            in_seg = self._seg_ids[np.minimum(pos, n_seg - 1)] == want
+        cache = self.host_cache
+        rest = ids[torch.from_numpy(~in_seg)]
+        slots = cache.slot[rest] if cache is not None else torch.full_like(rest, -1)
+        if bool((slots < 0).any()):
+            raise KeyError(f"some rows asked are neither in segment {self.segment} of "
+                           f"{self.path} nor in its host cache: the batch was not in the "
+                           "offline sampling log")
+        event = self._copied[self._buffer]
+        if event is not None:
+            torch.cuda.current_stream(self.target).wait_event(event)
+        here = torch.from_numpy(np.flatnonzero(in_seg)).to(self.device, non_blocking=True)
+        seg_pos = torch.from_numpy(pos[in_seg]).to(self.device, non_blocking=True)
+        out.index_copy_(0, here, gather_rows(self._dev_seg_rows, seg_pos, check=False))
+        if rest.numel():
+            there = torch.from_numpy(np.flatnonzero(~in_seg)).to(self.device, non_blocking=True)
+            out.index_copy_(0, there, gather_rows(cache.rows, slots.long().to(self.device),
+                                                  check=False))
+        return int(in_seg.sum())
+
+    def describe(self) -> str:
+        """How segments reach the reader (``graphsys train`` logs it)."""
+        read = "O_DIRECT" if self.direct else "buffered reads (no O_DIRECT here)"
+        if self.target is None or self.target.type != "cuda":
+            return f"segments by {read} into host buffers"
+        return (f"segments by {read} into pinned host buffers, copied to {self.target} on a "
+                "copy stream (double-buffered)")
 
     def _host_cache(self, source: Any, host_cache: Any) -> HostCacheStore | None:
         hot = np.fromfile(self.path / "hot.bin", dtype=np.int64)
@@ -173,6 +263,7 @@ class PackedStore(StoreBase):
                 self._pending[2].result()
                 self._pending = None
             buffer = 1 - self._buffer
+            self._host_buffer_free(buffer)
             nbytes, seconds = self._read_segment(seg, buffer)
         self.stats.add_disk(nbytes, seconds)
         # Time the reader stood waiting for the segment: part of feature loading.
@@ -184,8 +275,11 @@ class PackedStore(StoreBase):
         flat = torch.frombuffer(self._buffers[buffer], dtype=self.dtype,
                                 count=rows * self.dim) if rows else torch.empty(0, dtype=self.dtype)
         self._seg_rows = flat.view(rows, self.dim)
+        if self.target is not None:
+            self._dev_seg_rows = self._to_device(buffer, self._seg_rows)
         if self._pool is not None and seg + 1 < self.index.num_segments:
             other = 1 - buffer
+            self._host_buffer_free(other)
             self._pending = (seg + 1, other,
                              self._pool.submit(self._read_segment, seg + 1, other))
 
@@ -215,19 +309,22 @@ class PackedStore(StoreBase):
             raise RuntimeError("call prepare(epoch, index) before reading from a PackedStore")
         start = time.perf_counter()
         cache = self.host_cache
-        slot = cache.slot.numpy() if cache is not None else np.empty(0, np.int32)
-        host_rows = _bytes(cache.rows) if cache is not None else np.empty((0, 0), np.uint8)
-        flags = _gather_two_tiers(ids.numpy(), self._seg_ids, _bytes(self._seg_rows), slot,
-                                  host_rows, _bytes(out))
-        if (flags < 0).any():
-            raise KeyError(f"some rows asked are neither in segment {self.segment} of "
-                           f"{self.path} nor in its host cache: the batch was not in the "
-                           "offline sampling log")
+        if self.target is not None:
+            n_seg = self._read_on_device(ids, out)
+        else:
+            slot = cache.slot.numpy() if cache is not None else np.empty(0, np.int32)
+            host_rows = _bytes(cache.rows) if cache is not None else np.empty((0, 0), np.uint8)
+            flags = _gather_two_tiers(ids.numpy(), self._seg_ids, _bytes(self._seg_rows), slot,
+                                      host_rows, _bytes(out))
+            if (flags < 0).any():
+                raise KeyError(f"some rows asked are neither in segment {self.segment} of "
+                               f"{self.path} nor in its host cache: the batch was not in the "
+                               "offline sampling log")
+            n_seg = int(flags.sum())
         # One pass serves both tiers; its time is split between them by rows.
         seconds = time.perf_counter() - start
-        n_seg = int(flags.sum())
-        n_host = len(flags) - n_seg
-        share = n_seg / len(flags)
+        n_host = ids.numel() - n_seg
+        share = n_seg / ids.numel()
         self.stats.add(self.tier, n_seg, n_seg * self.row_bytes, seconds * share)
         if n_host:
             self.stats.add(cache.tier, n_host, n_host * self.row_bytes, seconds * (1 - share))

@@ -221,8 +221,13 @@ def open_training_features(dataset: Any, config: Any, loader: DataLoader, *,
     path = Path(config.pack_dir) if config.pack_dir else default_pack_dir(dataset, fingerprint)
     if not (path / "pack.json").is_file():
         pack_for_training(dataset, config, out=path, loader=loader, log=log)
+    # On the device path segments go to the GPU on a copy stream and rows are gathered
+    # there; otherwise the store returns host rows.
+    on_gpu = loader.path is not None and loader.path.on_gpu
     store = PackedStore(path, source=source, fingerprint=fingerprint,
-                        source_id=dataset.manifest.arrays["features"].sha256)
+                        source_id=dataset.manifest.arrays["features"].sha256,
+                        device=loader.device if on_gpu else None)
+    log(f"packed store: {store.describe()}")
     if store.memory_bytes > budget:
         raise TrainingConfigError(
             f"{path} needs {format_size(store.memory_bytes)} of RAM (host cache and segment "

@@ -71,8 +71,12 @@ def _loader(graph, **kw):
                                **args)
 
 
+@pytest.mark.parametrize("device", [None, "cpu", pytest.param("cuda", marks=[
+    pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")])])
 @pytest.mark.parametrize("use_cache", [False, True])
-def test_packed_store_reproduces_every_logged_batch(setup, tmp_path, use_cache) -> None:
+def test_packed_store_reproduces_every_logged_batch(setup, tmp_path, use_cache, device) -> None:
+    """``device=None``: the compiled host gather; ``cpu``/``cuda``: the device variant
+    (segments copied to the device, rows gathered there)."""
     graph, feats, disk = setup
     log = offline_sample(_loader(graph), epochs=[0, 1])
     assert log.num_batches == 2 * len(_loader(graph))
@@ -94,7 +98,8 @@ def test_packed_store_reproduces_every_logged_batch(setup, tmp_path, use_cache) 
         got = ids[index.segment_id_offsets[s] : index.segment_id_offsets[s + 1]]
         assert np.array_equal(got, want) and len(got) * DIM * 4 <= segment_bytes
     assert index.overhead > 0
-    store = PackedStore(tmp_path / "pack", source=disk, fingerprint=log.fingerprint)
+    store = PackedStore(tmp_path / "pack", source=disk, fingerprint=log.fingerprint,
+                        device=device)
     # Training sees exactly the packed batches, with bitwise-equal features.
     feats_t = torch.from_numpy(feats)
     loader_packed = _loader(graph, features=store)
@@ -102,7 +107,8 @@ def test_packed_store_reproduces_every_logged_batch(setup, tmp_path, use_cache) 
         loader_packed.set_epoch(epoch)
         for i, (inp, _out, blocks) in enumerate(loader_packed):
             assert np.array_equal(inp.numpy(), log.batch(log.position(epoch, i)))
-            assert torch.equal(blocks[0].srcdata["feat"], feats_t[inp])
+            assert torch.equal(blocks[0].srcdata["feat"].cpu(), feats_t[inp])
+            assert blocks[0].srcdata["feat"].device.type == (device or "cpu")
     # Stats add up: rows and bytes per tier sum to what was returned.
     s = store.stats
     assert s.rows_returned == len(log.input_nodes) == sum(t.rows for t in s.tiers.values())
