@@ -90,6 +90,33 @@ class CSCGraph:
             f"indices={str(self.indices.dtype).replace('torch.', '')})"
         )
 
+    # -- placement (DGL's g.to(device) and g.pin_memory_()) -------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.indptr.device
+
+    def to(self, device: torch.device | str) -> CSCGraph:
+        """This graph's structure on ``device`` (itself if already there).
+
+        A DataLoader given a graph on a GPU samples there with the GPU kernels."""
+        device = torch.device(device)
+        if self.indptr.device == device:
+            return self
+        graph = object.__new__(CSCGraph)  # the arrays were checked at construction
+        graph.indptr, graph.indices = self.indptr.to(device), self.indices.to(device)
+        return graph
+
+    def pin_memory_(self) -> CSCGraph:
+        """Page-lock the structure in place (no copy), so GPU kernels read it by UVA:
+        a DataLoader then samples this graph on the GPU without moving it there."""
+        from graphsys._pinned import pin_inplace
+
+        self.indptr, self.indices = pin_inplace(self.indptr), pin_inplace(self.indices)
+        return self
+
+    def is_pinned(self) -> bool:
+        return bool(self.indptr.is_pinned() and self.indices.is_pinned())
+
     def validate(self) -> None:
         """Check that ``indptr`` never decreases and every index is a node id."""
         if torch.any(self.indptr[1:] < self.indptr[:-1]):

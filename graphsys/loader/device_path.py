@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from graphsys import cuda
-from graphsys.cuda.pinned import pin_inplace
+from graphsys._pinned import pin_inplace
 from graphsys.graph.csc import CSCGraph
 from graphsys.samplers.neighbor import NeighborSampler
 

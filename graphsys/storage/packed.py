@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from graphsys.cuda.gather import gather_rows
-from graphsys.cuda.pinned import pin_inplace
+from graphsys._pinned import pin_inplace
 from graphsys.errors import DatasetError
 from graphsys.samplers.offline import batch_position
 from graphsys.storage.base import StoreBase, close_quietly, torch_dtype

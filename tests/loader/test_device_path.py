@@ -147,3 +147,41 @@ def test_cli_says_which_path_a_run_takes(dataset, capsys) -> None:
     assert "data path: device path: sampling by the CPU twins" in capsys.readouterr().out
     assert main(["info"]) == 0
     assert "train --device cpu" in capsys.readouterr().out
+
+
+def test_graph_placement_and_dgl_style_moves(data) -> None:
+    graph = data["graph"]
+    assert graph.to("cpu") is graph and graph.device == torch.device("cpu")
+    if not torch.cuda.is_available():  # nothing to page-lock for: a no-op
+        assert graph.pin_memory_() is graph and not graph.is_pinned()
+
+
+_needs_cuda = [pytest.mark.gpu,
+               pytest.mark.skipif(not graphsys.cuda.gpu_ready(), reason="needs CUDA and CuPy")]
+
+
+@pytest.mark.parametrize("how", ["to_device", "pinned", "use_uva", "no_uva"])
+@pytest.mark.parametrize("_gpu", [pytest.param(True, marks=_needs_cuda)])
+def test_gpu_device_path_equals_the_cpu_path(data, how, _gpu) -> None:
+    """On a GPU: DGL's four spellings sample and gather there, with the CPU's batches."""
+    graph = CSCGraph(data["graph"].indptr.clone(), data["graph"].indices.clone())
+    kwargs: dict = {}
+    if how == "to_device":
+        graph = graph.to("cuda")
+    elif how == "pinned":
+        graph.pin_memory_()
+    elif how == "use_uva":
+        kwargs["use_uva"] = True
+    else:
+        kwargs.update(graph_memory="device", use_uva=False)
+    x = data["x"].clone()
+    cpu = DataLoader(data["graph"], data["seeds"], NeighborSampler([4, 3], seed=3),
+                     batch_size=32, shuffle=True, features=data["x"], labels=data["y"], seed=11)
+    gpu = DataLoader(graph, data["seeds"], NeighborSampler([4, 3], seed=3), batch_size=32,
+                     shuffle=True, features=x, labels=data["y"], seed=11, device="cuda",
+                     **kwargs)
+    assert gpu.path is not None and gpu.path.on_gpu
+    batches = _epochs(gpu)
+    assert all(b.blocks[0].srcdata["feat"].is_cuda and b.blocks[0].indices.is_cuda
+               for b in batches)
+    _assert_same(_epochs(cpu), [b.to("cpu") for b in batches])
