@@ -35,9 +35,9 @@ from typing import Literal
 import numpy as np
 import torch
 
+from graphsys._bits import pack_nibbles, unpack_nibbles
 from graphsys.cuda import _runtime
 from graphsys.cuda.gather import gather_rows
-from graphsys.storage.codecs import pack_nibbles, unpack_nibbles
 
 Bits = Literal[8, 4]
 Reduce = Literal["sum", "mean"]

@@ -23,24 +23,13 @@ from typing import Literal, get_args
 
 import torch
 
+from graphsys._bits import pack_nibbles, unpack_nibbles
+
 CodecName = Literal["fp32", "fp16", "int8", "int4"]
 CODEC_NAMES: tuple[str, ...] = get_args(CodecName)
 #: Float16's largest finite value; larger outputs would decode as infinity.
 FP16_MAX = 65504.0
 _META_BYTES = 8  # float32 row minimum and step
-
-
-def pack_nibbles(q: torch.Tensor) -> torch.Tensor:
-    """4-bit codes ``[n, dim]`` (uint8 0..15) two per byte: ``[n, ceil(dim / 2)]``,
-    the even channel in the low nibble."""
-    if q.shape[1] % 2:
-        q = torch.nn.functional.pad(q, (0, 1))
-    return q[:, 0::2] | (q[:, 1::2] << 4)
-
-
-def unpack_nibbles(packed: torch.Tensor, dim: int) -> torch.Tensor:
-    """The inverse of :func:`pack_nibbles`: uint8 codes ``[n, dim]``."""
-    return torch.stack((packed & 15, packed >> 4), 2).reshape(packed.shape[0], -1)[:, :dim]
 
 
 @dataclass(frozen=True)
