@@ -91,20 +91,19 @@ def cycle(edges: list[tuple[str, str, str]]) -> list[str] | None:
     for src, dst, _ in edges:
         if src != dst:
             graph.setdefault(src, set()).add(dst)
-    state: dict[str, int] = {}  # 1 on the stack, 2 done
+    done: set[str] = set()
 
-    def visit(node: str, stack: list[str]) -> list[str] | None:
-        state[node] = 1
-        for nxt in sorted(graph.get(node, ())):
-            if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [node, nxt] if nxt in stack else [node, nxt]
-            if nxt not in state and (found := visit(nxt, stack + [node])):
+    def visit(path: list[str]) -> list[str] | None:
+        for nxt in sorted(graph.get(path[-1], ())):
+            if nxt in path:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in done and (found := visit(path + [nxt])):
                 return found
-        state[node] = 2
+        done.add(path[-1])
         return None
 
     for start in sorted(graph):
-        if start not in state and (found := visit(start, [])):
+        if start not in done and (found := visit([start])):
             return found
     return None
 
@@ -132,7 +131,8 @@ def test_the_walker_flags_upward_imports_and_cycles() -> None:
     assert upward(bad) == ["graphsys.train.trainer"]
     assert upward([("bottom", "graph", "graphsys/_bits.py:1")]) == ["graphsys/_bits.py:1"]
     assert upward([("cuda", "samplers", "ok"), ("nn", "bottom", "ok")]) == []
-    assert cycle([("cuda", "storage", "a"), ("storage", "cuda", "b")]) is not None
+    assert cycle([("cuda", "storage", "a"), ("storage", "nn", "b"), ("nn", "cuda", "c")]) \
+        == ["cuda", "storage", "nn", "cuda"]
     assert cycle([("storage", "cuda", "b"), ("cuda", "samplers", "c")]) is None
 
 
