@@ -3,9 +3,9 @@
 Importing graphsys never needs CuPy, CUDA or DGL and changes no global settings.
 """
 
-__version__ = "0.1.0"
-
+from graphsys._lazy import attach
 from graphsys._sizes import format_size, parse_size
+from graphsys._version import __version__
 from graphsys.errors import (
     ChecksumError,
     DatasetError,
@@ -14,38 +14,25 @@ from graphsys.errors import (
     InputFormatError,
     UnsafePickleError,
 )
-from graphsys.graph import (
-    CSCGraph,
-    Dataset,
-    DatasetWriter,
-    load_dataset,
-    verify_dataset,
-)
-
-# Loaded on first use: they pull in numba (about half a second), which a user who only
-# prepares or inspects datasets should not pay for.
+# Loaded on first use: the samplers and the loader pull in numba (about half a second),
+# and the graph modules zarr, which a user who only parses a size should not pay for.
 _LAZY = {
+    "CSCGraph": "graphsys.graph.csc",
+    "Dataset": "graphsys.graph.dataset",
+    "load_dataset": "graphsys.graph.dataset",
+    "verify_dataset": "graphsys.graph.verify",
+    "DatasetWriter": "graphsys.graph.writer",
     "Block": "graphsys.samplers.block",
     "MiniBatch": "graphsys.samplers.block",
     "NeighborSampler": "graphsys.samplers.neighbor",
     "DataLoader": "graphsys.loader.dataloader",
 }
 
-
-#: Subpackages reachable as attributes after a plain ``import graphsys`` (loaded on use).
+#: Subpackages reachable as attributes after a plain ``import graphsys`` (loaded on use):
+#: ``graphsys.distributed.init()`` in a torchrun script.
 _SUBMODULES = frozenset({"distributed"})
 
-
-def __getattr__(name: str) -> object:
-    if name in _SUBMODULES:  # graphsys.distributed.init() in a torchrun script
-        import importlib
-
-        return importlib.import_module(f"graphsys.{name}")
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'graphsys' has no attribute {name!r}")
+__getattr__, __dir__ = attach(__name__, _LAZY, _SUBMODULES)
 
 
 __all__ = [

@@ -441,9 +441,9 @@ def _plan(args: argparse.Namespace) -> int:
     import torch
 
     from graphsys.graph.dataset import load_dataset
+    from graphsys.loader.presample import plan_cache
     from graphsys.storage.host_cache import default_host_budget
     from graphsys.storage.open import feature_bytes
-    from graphsys.storage.planner import plan_cache
     from graphsys.train.feature_setup import train_loader
     from graphsys.train.trainer import TrainConfig
 

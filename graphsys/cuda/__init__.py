@@ -13,17 +13,26 @@ Every function picks its CUDA kernel when its tensors are on a GPU and CuPy sees
 touches CuPy or CUDA.
 """
 
-from graphsys.cuda._runtime import gpu_ready
-from graphsys.cuda.cache import Split, assign_slots, lookup, scatter_rows, split_hits
-from graphsys.cuda.gather import gather_rows
-from graphsys.cuda.quant import (
-    QuantizedRows,
-    aggregate,
-    aggregation_error_bound,
-    dequantize,
-    quantize,
-)
-from graphsys.cuda.sampling import GPUNeighborSampler
+from graphsys._lazy import attach
+
+# Public name -> defining module, imported on first use (see graphsys._lazy).
+_NAMES = {
+    "gpu_ready": "graphsys.cuda._runtime",
+    "Split": "graphsys.cuda.cache",
+    "assign_slots": "graphsys.cuda.cache",
+    "lookup": "graphsys.cuda.cache",
+    "scatter_rows": "graphsys.cuda.cache",
+    "split_hits": "graphsys.cuda.cache",
+    "gather_rows": "graphsys.cuda.gather",
+    "QuantizedRows": "graphsys.cuda.quant",
+    "aggregate": "graphsys.cuda.quant",
+    "aggregation_error_bound": "graphsys.cuda.quant",
+    "dequantize": "graphsys.cuda.quant",
+    "quantize": "graphsys.cuda.quant",
+    "GPUNeighborSampler": "graphsys.cuda.sampling",
+}
+
+__getattr__, __dir__ = attach(__name__, _NAMES)
 
 __all__ = [
     "GPUNeighborSampler",

@@ -7,6 +7,8 @@ and zero point ``zero`` (the value of code 0, the row's minimum):
     q = round((x - zero) / scale)  in [0, 2**bits - 1]
 
 INT4 packs two codes a byte (column ``c`` in byte ``c // 2``, low nibble first).
+This is graphsys's only per-row quantiser: the frozen-layer caches'
+INT8/INT4 codecs (:mod:`graphsys.storage.codecs`) are these rows laid out as bytes.
 
 **Error bound.** Each element is off by at most half a step, ``|x - x_hat| <= scale/2``
 (plus float32 rounding of the affine map, ~1e-7 relative). The fused aggregation over the
@@ -35,9 +37,9 @@ from typing import Literal
 import numpy as np
 import torch
 
+from graphsys._bits import pack_nibbles, unpack_nibbles
 from graphsys.cuda import _runtime
 from graphsys.cuda.gather import gather_rows
-from graphsys.storage.codecs import pack_nibbles, unpack_nibbles
 
 Bits = Literal[8, 4]
 Reduce = Literal["sum", "mean"]

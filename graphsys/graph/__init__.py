@@ -1,11 +1,25 @@
 """Graphs in CSC form and the on-disk dataset format."""
 
-from graphsys.graph.csc import CSCGraph
-from graphsys.graph.dataset import Dataset, ZarrFeatures, load_dataset
-from graphsys.graph.interop import from_dgl, from_pyg, to_dgl, to_pyg
-from graphsys.graph.manifest import ArrayEntry, Manifest
-from graphsys.graph.verify import VerifyReport, verify_dataset
-from graphsys.graph.writer import DatasetWriter
+from graphsys._lazy import attach
+
+# Public name -> defining module, imported on first use (see graphsys._lazy).
+_NAMES = {
+    "CSCGraph": "graphsys.graph.csc",
+    "Dataset": "graphsys.graph.dataset",
+    "ZarrFeatures": "graphsys.graph.dataset",
+    "load_dataset": "graphsys.graph.dataset",
+    "from_dgl": "graphsys.graph.interop",
+    "from_pyg": "graphsys.graph.interop",
+    "to_dgl": "graphsys.graph.interop",
+    "to_pyg": "graphsys.graph.interop",
+    "ArrayEntry": "graphsys.graph.manifest",
+    "Manifest": "graphsys.graph.manifest",
+    "VerifyReport": "graphsys.graph.verify",
+    "verify_dataset": "graphsys.graph.verify",
+    "DatasetWriter": "graphsys.graph.writer",
+}
+
+__getattr__, __dir__ = attach(__name__, _NAMES)
 
 __all__ = [
     "ArrayEntry",

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-import graphsys
 from graphsys._atomic import atomic_directory, is_disk_full, no_space_error
+from graphsys._version import __version__
 from graphsys.errors import DatasetError
 from graphsys.graph.checksum import checksum_path
 from graphsys.graph.csc import CSCGraph
@@ -317,7 +317,7 @@ class DatasetWriter:
             arrays=entries,
             splits={s: entries[f"{s}_idx"].shape[0] for s in ("train", "val", "test")},
             source=self.source,
-            created_by=f"graphsys {graphsys.__version__}",
+            created_by=f"graphsys {__version__}",
         )
         manifest.check_consistent(self.path)
         # The manifest is written last: a directory without one is never a dataset.

@@ -1,6 +1,15 @@
 """Neighbour sampling: :class:`NeighborSampler` turns seeds into a :class:`MiniBatch`."""
 
-from graphsys.samplers.block import NID, Block, MiniBatch
-from graphsys.samplers.neighbor import NeighborSampler
+from graphsys._lazy import attach
+
+# Public name -> defining module, imported on first use (see graphsys._lazy).
+_NAMES = {
+    "Block": "graphsys.samplers.block",
+    "MiniBatch": "graphsys.samplers.block",
+    "NID": "graphsys.samplers.block",
+    "NeighborSampler": "graphsys.samplers.neighbor",
+}
+
+__getattr__, __dir__ = attach(__name__, _NAMES)
 
 __all__ = ["NID", "Block", "MiniBatch", "NeighborSampler"]

@@ -1,18 +1,41 @@
 """Feature storage: the :class:`FeatureStore` protocol and its tiers."""
 
-from graphsys.storage.base import FeatureStore, StoreBase, StoreStats, TierStats
-from graphsys.storage.belady import BeladyResult, belady
-from graphsys.storage.codecs import CODEC_NAMES, Codec
-from graphsys.storage.device_cache import CacheCounters, DeviceCache
-from graphsys.storage.direct import DirectFileStore
-from graphsys.storage.frozen import FrozenLayerCache, write_frozen_cache
-from graphsys.storage.host_cache import HostCacheStore, default_host_budget, hotness_order
-from graphsys.storage.memory import MmapStore, TensorStore, ZarrStore
-from graphsys.storage.packed import PackedStore
-from graphsys.storage.packing import PackIndex, pack_features, plan_segments, read_pack_index
-from graphsys.storage.policies import POLICY_NAMES, EvictionPolicy, make_policy
-from graphsys.storage.tiered import TieredStore
-from graphsys.storage.victim import VictimBuffer
+from graphsys._lazy import attach
+
+# Public name -> defining module, imported on first use (see graphsys._lazy).
+_NAMES = {
+    "FeatureStore": "graphsys.storage.base",
+    "StoreBase": "graphsys.storage.base",
+    "StoreStats": "graphsys.storage.base",
+    "TierStats": "graphsys.storage.base",
+    "BeladyResult": "graphsys.storage.belady",
+    "belady": "graphsys.storage.belady",
+    "CODEC_NAMES": "graphsys.storage.codecs",
+    "Codec": "graphsys.storage.codecs",
+    "CacheCounters": "graphsys.storage.device_cache",
+    "DeviceCache": "graphsys.storage.device_cache",
+    "DirectFileStore": "graphsys.storage.direct",
+    "FrozenLayerCache": "graphsys.storage.frozen",
+    "write_frozen_cache": "graphsys.storage.frozen",
+    "HostCacheStore": "graphsys.storage.host_cache",
+    "default_host_budget": "graphsys.storage.host_cache",
+    "hotness_order": "graphsys.storage.host_cache",
+    "MmapStore": "graphsys.storage.memory",
+    "TensorStore": "graphsys.storage.memory",
+    "ZarrStore": "graphsys.storage.memory",
+    "PackedStore": "graphsys.storage.packed",
+    "PackIndex": "graphsys.storage.packing",
+    "pack_features": "graphsys.storage.packing",
+    "plan_segments": "graphsys.storage.packing",
+    "read_pack_index": "graphsys.storage.packing",
+    "EvictionPolicy": "graphsys.storage.policies",
+    "POLICY_NAMES": "graphsys.storage.policies",
+    "make_policy": "graphsys.storage.policies",
+    "TieredStore": "graphsys.storage.tiered",
+    "VictimBuffer": "graphsys.storage.victim",
+}
+
+__getattr__, __dir__ = attach(__name__, _NAMES)
 
 __all__ = ["CODEC_NAMES", "POLICY_NAMES", "BeladyResult", "CacheCounters", "Codec",
            "DeviceCache", "DirectFileStore", "FrozenLayerCache", "write_frozen_cache",

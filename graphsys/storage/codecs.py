@@ -14,6 +14,12 @@ Stated bounds, element-wise, for a row ``x`` and its decoded ``x'`` (what
   ``15``; ``|x - x'| <= step / 2`` plus float32 rounding (``4 ulp`` of the row's
   largest magnitude). ``min`` and ``step`` are stored as float32 after the codes
   (8 bytes a row); INT4 packs two codes per byte, even channels in the low nibble.
+
+The integer codecs are :func:`graphsys.cuda.quant.quantize` and
+:func:`~graphsys.cuda.quant.dequantize` (the same affine per-row map the quantized
+layers aggregate), laid out as byte rows: there is one per-row quantiser. A constant
+row stores step 0 (earlier caches stored 1; both decode to the row's value, as its
+codes are all 0).
 """
 
 from __future__ import annotations
@@ -23,24 +29,13 @@ from typing import Literal, get_args
 
 import torch
 
+from graphsys.cuda.quant import QuantizedRows, dequantize, quantize
+
 CodecName = Literal["fp32", "fp16", "int8", "int4"]
 CODEC_NAMES: tuple[str, ...] = get_args(CodecName)
 #: Float16's largest finite value; larger outputs would decode as infinity.
 FP16_MAX = 65504.0
 _META_BYTES = 8  # float32 row minimum and step
-
-
-def pack_nibbles(q: torch.Tensor) -> torch.Tensor:
-    """4-bit codes ``[n, dim]`` (uint8 0..15) two per byte: ``[n, ceil(dim / 2)]``,
-    the even channel in the low nibble."""
-    if q.shape[1] % 2:
-        q = torch.nn.functional.pad(q, (0, 1))
-    return q[:, 0::2] | (q[:, 1::2] << 4)
-
-
-def unpack_nibbles(packed: torch.Tensor, dim: int) -> torch.Tensor:
-    """The inverse of :func:`pack_nibbles`: uint8 codes ``[n, dim]``."""
-    return torch.stack((packed & 15, packed >> 4), 2).reshape(packed.shape[0], -1)[:, :dim]
 
 
 @dataclass(frozen=True)
@@ -97,12 +92,9 @@ class Codec:
                 raise ValueError(f"rows reach {float(x.abs().max()):.4g}, beyond float16's "
                                  f"{FP16_MAX:g}; use codec int8 or int4 for this layer")
             return x.half().view(torch.uint8).reshape(x.shape[0], -1)
-        low, step = self._range(x)
-        q = torch.round((x - low) / step).clamp_(0, self.levels).to(torch.uint8)
-        if self.name == "int4":
-            q = pack_nibbles(q)
-        meta = torch.stack((low.squeeze(1), step.squeeze(1)), 1).contiguous()
-        return torch.cat((q, meta.view(torch.uint8)), 1)
+        q = quantize(x, self.bits)  # type: ignore[arg-type]
+        meta = torch.stack((q.zero, q.scale), 1).contiguous()
+        return torch.cat((q.codes, meta.view(torch.uint8)), 1)
 
     def decode(self, rows: torch.Tensor, dim: int) -> torch.Tensor:
         """float32 ``[n, dim]`` from encoded uint8 ``rows`` ``[n, row_bytes(dim)]``."""
@@ -115,20 +107,12 @@ class Codec:
         if self.name == "fp16":
             return rows.contiguous().view(torch.float16).reshape(n, dim).float()
         code_bytes = self.code_bytes(dim)
-        q = rows[:, :code_bytes]
-        if self.name == "int4":
-            q = unpack_nibbles(q, dim)
-        meta = rows[:, code_bytes:].contiguous().view(torch.float32)
-        return torch.addcmul(meta[:, :1], q.float(), meta[:, 1:])
-
-    def _range(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-row ``(min, step)`` as ``[n, 1]`` columns; step 1 where a row is constant."""
-        if x.shape[1] == 0:
-            zeros = x.new_zeros((x.shape[0], 1))
-            return zeros, zeros + 1
-        low = x.amin(1, keepdim=True)
-        step = (x.amax(1, keepdim=True) - low) / self.levels
-        return low, torch.where(step > 0, step, torch.ones_like(step))
+        # Copied into fresh storage, not .contiguous(): a one-row slice counts as contiguous
+        # yet starts at byte code_bytes, and float32 cannot view it unless that is a
+        # multiple of 4.
+        meta = rows.new_empty((n, _META_BYTES)).copy_(rows[:, code_bytes:]).view(torch.float32)
+        return dequantize(QuantizedRows(rows[:, :code_bytes], meta[:, 1].contiguous(),
+                                        meta[:, 0].contiguous(), dim, self.bits))
 
     def error_bound(self, x: torch.Tensor) -> torch.Tensor:
         """The largest ``|x - decode(encode(x))|`` this codec allows, element-wise."""
@@ -137,10 +121,11 @@ class Codec:
             return torch.zeros_like(x)
         if self.name == "fp16":
             return torch.clamp(x.abs() * 2.0**-11, min=2.0**-25)
-        low, step = self._range(x)
-        step = torch.where(x.amax(1, keepdim=True) > low, step, torch.zeros_like(step))
-        ulp = torch.finfo(torch.float32).eps * x.abs().amax(1, keepdim=True) if x.shape[1] \
-            else torch.zeros_like(low)
+        if x.shape[1] == 0:
+            return torch.zeros_like(x)
+        # quantize's step: 0 for a constant row, which decodes exactly.
+        step = (x.amax(1, keepdim=True) - x.amin(1, keepdim=True)) / self.levels
+        ulp = torch.finfo(torch.float32).eps * x.abs().amax(1, keepdim=True)
         return (step / 2 + 4 * ulp).expand_as(x)
 
     def compression(self, dim: int) -> float:

@@ -1,11 +1,13 @@
 """Size the feature tiers and split the device cache from a short presample.
 
-``plan_cache`` samples a few batches the way training will, replays the second half of
-them through the tiers it proposes (device cache with the hybrid policy, victim buffer,
-host cache, disk) using the first half as the presample, and reports the share of
-requested rows each tier is expected to serve and the bytes per epoch on each link.
-Pure Python on the CPU: a plan for a GPU run is made anywhere (the slots' logic is
-the same on both). ``graphsys plan`` prints it and writes it as JSON;
+``plan_tiers`` takes a few batches' input nodes, sampled the way training will, replays
+the second half of them through the tiers it proposes (device cache with the hybrid
+policy, victim buffer, host cache, disk) using the first half as the presample, and
+reports the share of requested rows each tier is expected to serve and the bytes per
+epoch on each link. Pure Python on the CPU: a plan for a GPU run is made anywhere (the
+slots' logic is the same on both). It never sees a loader: a :class:`BatchSpec` says
+which batches the ids are of, and :mod:`graphsys.loader.presample` samples them (storage
+sits below the loader). ``graphsys plan`` prints the plan and writes it as JSON;
 ``graphsys train --plan`` applies it.
 """
 
@@ -13,25 +15,33 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from graphsys._atomic import atomic_write_bytes
 from graphsys.errors import TrainingConfigError
-from graphsys.samplers.offline import SamplingLog, offline_sample
+from graphsys.samplers.offline import SamplingLog
 from graphsys.storage.base import StoreBase
 from graphsys.storage.device_cache import DeviceCache
 from graphsys.storage.policies import HybridPolicy, confident_static_fraction
 from graphsys.storage.victim import VictimBuffer
 
-#: Epoch number of presampled batches: far from any training epoch, so a presample is
-#: never the very batches it predicts.
-PRESAMPLE_EPOCH = 1 << 20
 PLAN_VERSION = 1
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    """What decides the batches a plan is made from, and is checked against later."""
+
+    fanouts: tuple[int, ...]
+    batch_size: int
+    seed: int
+    num_rows: int
+    batches_per_epoch: int
 
 
 @dataclass(frozen=True)
@@ -86,21 +96,15 @@ class CachePlan:
             raise TrainingConfigError(f"{path} is missing plan fields ({exc}); make it "
                                       "again with graphsys plan") from None
 
-    def check_loader(self, loader: Any) -> None:
-        """Refuse a loader whose batches differ from the ones the plan was made from."""
+    def check(self, spec: BatchSpec) -> None:
+        """Refuse batches that differ from the ones the plan was made from."""
         mine = (list(self.fanouts), self.batch_size, self.seed, self.num_rows)
-        theirs = (list(loader.sampler.fanouts), loader.batch_size, loader.seed,
-                  loader.graph.num_nodes())
+        theirs = (list(spec.fanouts), spec.batch_size, spec.seed, spec.num_rows)
         if mine != theirs:
             raise TrainingConfigError(
                 f"the cache plan was made for fanouts {mine[0]}, batch size {mine[1]}, seed "
                 f"{mine[2]} on {mine[3]} nodes, not {theirs}; run graphsys plan again with "
                 "the training options")
-
-
-def presample(loader: Any, batches: int) -> SamplingLog:
-    """The first ``batches`` batches of the presample epoch, sampled offline."""
-    return offline_sample(loader, [PRESAMPLE_EPOCH], max_batches=batches)
 
 
 def presample_counts(log: SamplingLog, num_rows: int, batches: int | None = None
@@ -133,27 +137,37 @@ class _CountingSource(StoreBase):
         self.disk_rows += ids.numel() - host
 
 
-def plan_cache(loader: Any, row_bytes: int, *, device_cache: int, victim: int,
-               host_cache: int, presample_batches: int = 64, lookahead: int = 16,
-               half_life: float = 16.0) -> CachePlan:
-    """Propose tiers within the given byte budgets for the batches ``loader`` yields."""
-    num_rows = loader.graph.num_nodes()
+def check_budgets(device_cache: int, victim: int, host_cache: int) -> None:
+    """Refuse a negative tier budget."""
     for name, value in (("device_cache", device_cache), ("victim", victim),
                         ("host_cache", host_cache)):
         if value < 0:
             raise ValueError(f"{name} must be >= 0 bytes, got {value}")
-    if presample_batches < 2:
-        raise ValueError("presample_batches must be >= 2 (half builds the counts, half "
-                         "checks them)")
+
+
+def plan_tiers(batches: Sequence[np.ndarray | torch.Tensor], spec: BatchSpec, row_bytes: int,
+               *, device_cache: int, victim: int, host_cache: int, lookahead: int = 16,
+               half_life: float = 16.0) -> CachePlan:
+    """Propose tiers within the given byte budgets for presampled ``batches``.
+
+    Args:
+        batches: input-node ids of the first batches of an epoch, in training order
+            (a :class:`~graphsys.samplers.offline.SamplingLog` iterates as such).
+        spec: the loader settings the batches came from (recorded in the plan).
+        row_bytes: bytes of one feature row.
+    """
+    num_rows = spec.num_rows
+    check_budgets(device_cache, victim, host_cache)
+    batches = [torch.as_tensor(b) for b in batches]
+    if not batches:
+        raise ValueError("batches is empty: presample at least one batch")
     # Tiers never need more rows than the store has.
     full = num_rows * row_bytes
     device_cache, victim, host_cache = (min(v, full) for v in (device_cache, victim,
                                                                 host_cache))
-    log = presample(loader, presample_batches)
-    n = log.num_batches
+    n = len(batches)
     half = max(1, n // 2)
-    counts = presample_counts(log, num_rows, half)
-    batches = [torch.from_numpy(b) for b in log]
+    counts = np.bincount(torch.cat(batches[:half]).numpy(), minlength=num_rows)
     held_out = batches[half:] or batches[:half]
     device_rows = device_cache // row_bytes
     static_fraction = confident_static_fraction(counts, device_rows)
@@ -175,14 +189,14 @@ def plan_cache(loader: Any, row_bytes: int, *, device_cache: int, victim: int,
         cache.prefetch(held_out[t + 1 : t + 1 + lookahead])
     c = cache.counters
     requests = max(c.requests, 1)
-    scale = len(loader) / len(held_out)
+    scale = spec.batches_per_epoch / len(held_out)
     plan = CachePlan(
         device_cache_bytes=int(device_cache), victim_bytes=int(victim),
         host_cache_bytes=int(host_cache), static_fraction=static_fraction,
         half_life=half_life, lookahead=lookahead, presample_batches=n,
-        fanouts=tuple(int(f) for f in loader.sampler.fanouts),
-        batch_size=loader.batch_size, seed=loader.seed, num_rows=num_rows,
-        row_bytes=row_bytes, batches_per_epoch=len(loader),
+        fanouts=tuple(int(f) for f in spec.fanouts),
+        batch_size=spec.batch_size, seed=spec.seed, num_rows=num_rows,
+        row_bytes=row_bytes, batches_per_epoch=spec.batches_per_epoch,
         # A staged row is on the device when asked but was still moved: the
         # device's share is what never crossed the link, so the shares add up to one.
         expected_share={"device": max(0.0, 1 - c.moved_rows / requests),

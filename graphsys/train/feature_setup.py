@@ -30,6 +30,7 @@ import torch
 from graphsys._sizes import format_size
 from graphsys.errors import TrainingConfigError
 from graphsys.loader.dataloader import DataLoader
+from graphsys.loader.presample import batch_spec, presample
 from graphsys.samplers.neighbor import NeighborSampler
 from graphsys.samplers.offline import loader_fingerprint, offline_sample
 from graphsys.storage.device_cache import DeviceCache
@@ -39,7 +40,7 @@ from graphsys.storage.memory import TensorStore
 from graphsys.storage.open import disk_source, feature_bytes, open_features
 from graphsys.storage.packed import PackedStore
 from graphsys.storage.packing import DEFAULT_SEGMENT_BYTES, pack_features, pack_summary
-from graphsys.storage.planner import CachePlan, hybrid_for, presample, presample_counts
+from graphsys.storage.planner import CachePlan, hybrid_for, presample_counts
 from graphsys.storage.tiered import TieredStore
 from graphsys.storage.victim import VictimBuffer
 
@@ -119,7 +120,7 @@ def apply_plan(path: str | os.PathLike, store: Any, loader: DataLoader, *,
                ) -> DeviceCache:
     """Wrap ``store`` in the device cache and victim buffer of the plan at ``path``."""
     plan = CachePlan.load(path)
-    plan.check_loader(loader)
+    plan.check(batch_spec(loader))
     if isinstance(store, torch.Tensor):
         store = TensorStore(store)
     sampled = presample(loader, plan.presample_batches)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from graphsys.cuda.quant import dequantize, quantize
 from graphsys.errors import DatasetError
 from graphsys.storage import DeviceCache, TensorStore, make_policy
 from graphsys.storage.codecs import Codec, codec_for_stage
@@ -61,6 +62,23 @@ def test_codec_sizes_pack_int4_two_per_byte() -> None:
     # Low nibble = even channel, high nibble = odd channel.
     x = torch.tensor([[0.0, 15.0, 1.0, 2.0]])
     assert Codec("int4").encode(x)[0, :2].tolist() == [0 | 15 << 4, 1 | 2 << 4]
+
+
+@pytest.mark.parametrize(("name", "bits"), [("int8", 8), ("int4", 4)])
+def test_integer_codecs_are_the_cuda_quantiser_in_byte_rows(name: str, bits: int) -> None:
+    codec, x = Codec(name), _rows(dim=37)
+    q, rows = quantize(x, bits), codec.encode(x)
+    code_bytes = codec.code_bytes(37)
+    assert torch.equal(rows[:, :code_bytes], q.codes)
+    meta = rows[:, code_bytes:].contiguous().view(torch.float32)
+    assert torch.equal(meta, torch.stack((q.zero, q.scale), 1))
+    assert torch.equal(codec.decode(rows, 37), dequantize(q))
+    # Caches written before stored step 1, not 0, for a constant row: it still decodes.
+    old = torch.cat((torch.zeros(1, code_bytes, dtype=torch.uint8),
+                     torch.tensor([[3.25, 1.0]]).view(torch.uint8)), 1)
+    assert bool(codec.decode(old, 37).eq(3.25).all())
+    # One row alone, its metadata at an offset float32 cannot view in place.
+    assert torch.equal(codec.decode(rows[2:3], 37), dequantize(q)[2:3])
 
 
 def test_codec_refuses_what_it_cannot_represent() -> None:

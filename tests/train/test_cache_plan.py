@@ -12,8 +12,9 @@ import graphsys
 from graphsys.cli import main
 from graphsys.datasets.synthetic import SyntheticConfig, generate_synthetic
 from graphsys.errors import TrainingConfigError
+from graphsys.loader.presample import plan_cache
 from graphsys.storage import DeviceCache
-from graphsys.storage.planner import CachePlan, plan_cache
+from graphsys.storage.planner import CachePlan
 from graphsys.train import TrainConfig, Trainer
 from graphsys.train.feature_setup import train_loader
 
