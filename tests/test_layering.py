@@ -2,7 +2,7 @@
 
 The order is ``graph < datasets < samplers < cuda < storage < loader < nn < train``, with
 ``cli``, ``distributed`` and the top-level ``graphsys/__init__.py`` above all of them and
-the private helpers (``_atomic``, ``_bits``, ``_compat``, ``_lazy``, ``_progress``,
+the private helpers (``_atomic``, ``_bits``, ``_compat``, ``_pinned``, ``_lazy``, ``_progress``,
 ``_sizes``, ``_version``, ``errors``) below all of them. Every import counts, module level
 or inside a function (a deferred import still makes a cycle, only a later one).
 """
@@ -20,7 +20,7 @@ import graphsys
 
 ROOT = Path(graphsys.__file__).resolve().parent
 ORDER = ("graph", "datasets", "samplers", "cuda", "storage", "loader", "nn", "train")
-BOTTOM = frozenset({"_atomic", "_bits", "_compat", "_lazy", "_progress", "_sizes", "_version",
+BOTTOM = frozenset({"_atomic", "_bits", "_compat", "_lazy", "_pinned", "_progress", "_sizes", "_version",
                     "errors"})
 TOP = "top"  # graphsys/__init__.py, cli, distributed, __main__
 RANK = {"bottom": -1, **{name: i for i, name in enumerate(ORDER)}, TOP: len(ORDER)}
