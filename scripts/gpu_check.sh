@@ -11,6 +11,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 PY=${PYTHON:-python}
+if [ -z "${PYTHON:-}" ] && ! command -v python > /dev/null; then PY=python3; fi
 BUDGET=${GPU_CHECK_BUDGET:-450}
 START=$(date +%s)
 LOGS=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check_logs.XXXXXX")
@@ -52,7 +53,8 @@ versions() {
   "$PY" - <<'EOF'
 import importlib, platform, sys
 print("python", platform.python_version(), sys.executable)
-for name in ("numpy", "torch", "numba", "cupy", "graphsys"):
+for name in ("numpy", "torch", "numba", "cupy", "scipy", "zarr", "numcodecs", "psutil",
+             "tqdm", "pytest", "graphsys"):
     try:
         mod = importlib.import_module(name)
         extra = ""

@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,9 +61,11 @@ def test_e2e_quick_losses_agree(e2e):
     for name, values in losses.items():
         assert len(values) == batches, name
         assert all(math.isfinite(v) for v in values), name
-    # On the CPU every contender gets bitwise-equal blocks and features: equal losses.
-    assert losses["device_path"] == losses["cpu_gather"]
-    assert losses["device_path_cache"] == losses["cpu_gather"]
+    # Every contender gets bitwise-equal blocks and features, so the losses agree up to
+    # the order of float reductions (threaded on larger inputs): far tighter than the
+    # bench's own GPU tolerance, so a wrong row or block shows.
+    for name in ("device_path", "device_path_cache"):
+        assert np.allclose(losses[name], losses["cpu_gather"], rtol=1e-5, atol=1e-7), name
     assert e2e["losses_equal"] is True and e2e["targets"]["losses_equal"]["met"] is True
     assert losses["cpu_gather"][-1] < losses["cpu_gather"][0], "the model did not train"
 
