@@ -32,3 +32,10 @@ def machine() -> dict:
         "numpy": np.__version__,
         "torch": torch.__version__,
     }
+
+
+def gpu_slug(name: str) -> str:
+    """A file-name-safe form of a GPU name: ``"NVIDIA H200"`` -> ``"nvidia-h200"``."""
+    import re
+
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "gpu"
