@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import re
 import sys
 import traceback
 import warnings
@@ -30,16 +29,12 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 sys.path.insert(0, str(ROOT))
 
-from _machine import machine  # noqa: E402
+from _machine import gpu_slug, machine  # noqa: E402
 
 from graphsys._atomic import atomic_write_bytes  # noqa: E402
 from graphsys.storage import DeviceCache, TensorStore, VictimBuffer, make_policy  # noqa: E402
 
 TARGET_SYNCS_PER_READ = 1
-
-
-def gpu_slug() -> str:
-    return re.sub(r"[^a-z0-9]+", "_", torch.cuda.get_device_name().lower()).strip("_")
 
 
 def batches(num_rows: int, n: int, size: int, seed: int = 0) -> list[torch.Tensor]:
@@ -126,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         "target_met": bool(per_read) and max(per_read) <= TARGET_SYNCS_PER_READ,
         "counters": cache.counters.as_dict(),
     }
-    out = args.out or ROOT / "results" / f"gpu_cache_syncs_{gpu_slug()}.json"
+    out = args.out or ROOT / "results" / f"gpu_cache_syncs_{gpu_slug(torch.cuda.get_device_name())}.json"
     atomic_write_bytes(out, json.dumps(result, indent=2).encode())
     print(f"syncs per read: max {result['max_syncs_per_read']} (target "
           f"{TARGET_SYNCS_PER_READ}); sources {result['sync_sources']}; wrote {out}")

@@ -56,13 +56,14 @@ from _machine import gpu_slug, machine  # noqa: E402  (sibling scripts, not a pa
 from _powerlaw import powerlaw_graph, random_features  # noqa: E402
 
 import graphsys  # noqa: E402
+from graphsys.loader import DataLoader  # noqa: E402
 from graphsys.cuda import GPUNeighborSampler, gather_rows  # noqa: E402
 from graphsys.nn import GraphSAGE  # noqa: E402
 from graphsys.samplers import NeighborSampler  # noqa: E402
 from graphsys.storage import DeviceCache, StoreBase, make_policy  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-CONTENDERS = ("cpu_gather", "device_path", "device_path_cache")
+CONTENDERS = ("cpu_gather", "device_path", "device_path_cache", "dataloader_uva")
 TARGET_SPEEDUP = 3.0
 WARMUP_BATCHES = 3
 LOSS_RTOL, LOSS_ATOL = 1e-3, 1e-5
@@ -113,6 +114,12 @@ class Contender:
         self.cache = None
         if name == "cpu_gather":
             self.sampler = NeighborSampler(fanouts, seed=seed)
+        elif name == "dataloader_uva":
+            # What a DGL script gets: graphsys.DataLoader(..., device, use_uva=True) turns
+            # the plain sampler into a GPU one and gathers through its own device path.
+            self.loader = DataLoader(graph, np.arange(1), NeighborSampler(fanouts, seed=seed),
+                                     device=device, use_uva=True, features=features)
+            self.sampler = self.loader.sampler
         else:
             self.sampler = GPUNeighborSampler(fanouts, seed=seed, graph_memory="pinned")
         if name == "device_path_cache":
@@ -130,6 +137,10 @@ class Contender:
             blocks = [b.to(self.device) for b in mb.blocks]
             return blocks, x, mb.output_nodes.to(self.device)
         self.bytes["graph"] += graph_read_bytes(mb, self.index_bytes)
+        if self.name == "dataloader_uva":
+            mb = self.loader._fill(0, 0, mb)
+            self.bytes["features"] += mb.input_nodes.numel() * self.row_bytes
+            return mb.blocks, mb.blocks[0].srcdata["feat"], mb.output_nodes
         if self.cache is None:
             x = gather_rows(self.features, mb.input_nodes.to(self.device), check=False)
             self.bytes["features"] += mb.input_nodes.numel() * self.row_bytes

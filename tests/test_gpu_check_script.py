@@ -21,7 +21,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 ROW_BYTES = [128, 256, 512, 1024, 2048, 4096]
-CONTENDERS = ["cpu_gather", "device_path", "device_path_cache"]
+CONTENDERS = ["cpu_gather", "device_path", "device_path_cache", "dataloader_uva"]
 
 
 def run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -64,7 +64,7 @@ def test_e2e_quick_losses_agree(e2e):
     # Every contender gets bitwise-equal blocks and features, so the losses agree up to
     # the order of float reductions (threaded on larger inputs): far tighter than the
     # bench's own GPU tolerance, so a wrong row or block shows.
-    for name in ("device_path", "device_path_cache"):
+    for name in ("device_path", "device_path_cache", "dataloader_uva"):
         assert np.allclose(losses[name], losses["cpu_gather"], rtol=1e-5, atol=1e-7), name
     assert e2e["losses_equal"] is True and e2e["targets"]["losses_equal"]["met"] is True
     assert losses["cpu_gather"][-1] < losses["cpu_gather"][0], "the model did not train"
@@ -80,6 +80,7 @@ def test_e2e_quick_accounting(e2e):
         assert b["features"] % row_bytes == 0, name
     # Both uncached paths move the same input rows; the cache moves at most as many.
     assert c["device_path"]["h2d_bytes"]["features"] == c["cpu_gather"]["h2d_bytes"]["features"]
+    assert c["dataloader_uva"]["h2d_bytes"] == c["device_path"]["h2d_bytes"]
     assert 0 < c["device_path_cache"]["h2d_bytes"]["features"] \
         <= c["device_path"]["h2d_bytes"]["features"]
     assert c["cpu_gather"]["h2d_bytes"]["graph"] == 0
@@ -132,9 +133,21 @@ def test_kernels_dry_run_never_writes_results():
 
 
 @pytest.mark.skipif(gpu_ready(), reason="checks the no-GPU exit")
-@pytest.mark.parametrize("script", ["bench/kernels.py", "bench/gpu_e2e.py"])
+@pytest.mark.parametrize("script", ["bench/kernels.py", "bench/gpu_e2e.py",
+                                    "bench/cache_syncs.py"])
 def test_without_gpu_exits_2_with_one_line(script):
     result = run(script, timeout=120)
     assert result.returncode == 2
     lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
     assert len(lines) == 1, lines
+
+
+def test_cache_syncs_dry_run(tmp_path):
+    """The sync counter's reads run (and are checked against the table) on CPU."""
+    out = tmp_path / "syncs.json"
+    result = run("bench/cache_syncs.py", "--cpu-dry-run", "--out", str(out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = json.loads(out.read_text())
+    assert data["device"] == "cpu" and data["target_syncs_per_read"] == 1
+    assert data["counters"]["hits"] > 0 and data["counters"]["requests"] > 0
+    assert data["target_met"] is False  # nothing counted on CPU: never claimed
