@@ -136,6 +136,10 @@ def gather_rows(src: torch.Tensor, ids: torch.Tensor, out: torch.Tensor | None =
         >>> gather_rows(table, torch.tensor([3, 0, 3])).tolist()
         [[9.0, 10.0, 11.0], [0.0, 1.0, 2.0], [9.0, 10.0, 11.0]]
     """
+    if src.dim() == 0:
+        raise ValueError("src must have at least one dimension (its rows)")
+    if src.shape[0] == 0 and ids.numel():
+        raise IndexError(f"ids index an empty table ({ids.numel()} ids, 0 rows)")
     ids = _check_ids(ids, src.shape[0], "ids", check)
     shape = (ids.numel(), *src.shape[1:])
     device = ids.device if ids.is_cuda else src.device
