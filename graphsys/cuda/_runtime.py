@@ -29,6 +29,7 @@ NVRTC_OPTIONS: tuple[str, ...] = ("--std=c++17",)
 
 _lock = threading.Lock()
 _modules: dict[tuple[str, tuple[str, ...], int], Any] = {}
+_functions: dict[tuple[str, tuple[str, ...], int, str], Any] = {}
 
 
 @functools.cache
@@ -98,12 +99,17 @@ def module(source: str, options: tuple[str, ...] = (), *,
 
 def function(source: str, name: str, options: tuple[str, ...] = (), *,
              device: torch.device | str | int) -> Any:
-    """Kernel ``name`` of ``source`` loaded on ``device``."""
-    import cupy
+    """Kernel ``name`` of ``source`` loaded on ``device`` (looked up once per device)."""
+    index = _index(device)
+    key = (source, options, index, name)
+    fn = _functions.get(key)
+    if fn is None:
+        import cupy
 
-    mod = module(source, options, device=device)
-    with cupy.cuda.Device(_index(device)):
-        return mod.get_function(name)
+        mod = module(source, options, device=index)
+        with _lock, cupy.cuda.Device(index):
+            fn = _functions.setdefault(key, mod.get_function(name))
+    return fn
 
 
 def launch(kernel: Any, grid: int, block: int, args: tuple, *,

@@ -196,3 +196,19 @@ def test_dataloader_with_the_gpu_sampler_yields_the_cpu_sampler_batches(cuda_dev
     for a, b in zip(on_gpu, plain, strict=True):
         assert as_lists(a) == as_lists(b)
         assert torch.equal(a.blocks[0].srcdata["feat"].cpu(), b.blocks[0].srcdata["feat"].cpu())
+
+
+def test_draws_with_replacement_are_counter_based() -> None:
+    """The warp kernel gives lane j the stream's (j+1)-th state, ``state0 + (j+1) *
+    GOLDEN``; that equals advancing the sequential stream j+1 times (CPU kernel)."""
+    mask = (1 << 64) - 1
+    state0 = 0x1234_5678_9ABC_DEF0
+    state, sequential = state0, []
+    for _ in range(100):  # the numba kernel's own step, uint64 state kept in Python
+        state, r = _kernels._below(np.uint64(state), 977)
+        state &= mask
+        sequential.append(int(r))
+    golden = int(_kernels._GOLDEN)
+    jumped = [int(_kernels._below(np.uint64((state0 + j * golden) & mask), 977)[1])
+              for j in range(100)]
+    assert jumped == sequential
