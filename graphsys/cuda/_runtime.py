@@ -116,11 +116,11 @@ def launch(kernel: Any, grid: int, block: int, args: tuple, *,
            device: torch.device | str | int, shared_mem: int = 0) -> None:
     """Launch ``kernel`` on ``device`` (the device of its tensors, see :func:`device_of`)
     on torch's current stream of that device, whatever the current device is."""
-    import cupy
-
+    index = _index(device)
     if grid <= 0:
         return
-    index = _index(device)
+    import cupy
+
     stream = torch.cuda.current_stream(index)
     with cupy.cuda.Device(index), cupy.cuda.ExternalStream(stream.cuda_stream, index):
         kernel((int(grid),), (int(block),), args, shared_mem=shared_mem)

@@ -89,21 +89,22 @@ def test_gpu_cache_kernels_equal_the_cpu_path(device, n) -> None:
     assert torch.equal(s_dev.cpu(), slot_of) and torch.equal(i_dev.cpu(), id_of)
 
 
-def bad_tables():
-    slot_of, id_of = random_tables()
-    yield "slot_of", slot_of.long(), id_of, TypeError, "slot_of must be torch.int32"
-    yield "id_of", slot_of, id_of.int(), TypeError, "id_of must be torch.int64"
-    wide = torch.full((40, 2), -1, dtype=torch.int32)
-    yield "slot_of", wide[:, 0], id_of, ValueError, "slot_of must be contiguous"
-    wide_ids = torch.full((12, 2), -1, dtype=torch.int64)
-    yield "id_of", slot_of, wide_ids[:, 0], ValueError, "id_of must be contiguous"
-    yield "slot_of", slot_of.view(4, 10), id_of, ValueError, "slot_of must be 1-D"
+def bad_tables(device):
+    """Bad tables built on ``device`` (``.to`` would make a strided view contiguous)."""
+    slot_of, id_of = (t.to(device) for t in random_tables())
+    yield slot_of.long(), id_of, TypeError, "slot_of must be torch.int32"
+    yield slot_of, id_of.int(), TypeError, "id_of must be torch.int64"
+    wide = torch.full((40, 2), -1, dtype=torch.int32, device=device)
+    yield wide[:, 0], id_of, ValueError, "slot_of must be contiguous"
+    wide_ids = torch.full((12, 2), -1, dtype=torch.int64, device=device)
+    yield slot_of, wide_ids[:, 0], ValueError, "id_of must be contiguous"
+    yield slot_of.view(4, 10), id_of, ValueError, "slot_of must be 1-D"
 
 
 @pytest.mark.parametrize("case", range(5))
 def test_cache_tables_are_validated_alike_on_every_path(device, case) -> None:
-    _, slot_of, id_of, error, message = list(bad_tables())[case]
-    slot_of, id_of = slot_of.to(device), id_of.to(device)
+    slot_of, id_of, error, message = list(bad_tables(device))[case]
+    assert slot_of.device.type == device and id_of.device.type == device
     ids = torch.tensor([1, 2], device=device)
     calls = [lambda: assign_slots(slot_of, id_of, ids, torch.tensor([0, 1], device=device))]
     if "slot_of" in message:
