@@ -1,4 +1,12 @@
-"""Shared fixtures: tiny generated datasets and the path to the shared Cora files."""
+"""Shared fixtures: tiny generated datasets, the path to the shared Cora files, and the
+one device-parametrising helper.
+
+Device tests: ``@pytest.mark.parametrize("device", DEVICES)`` (or the ``device``
+fixture) runs a test on ``"cpu"`` and on ``"cuda"``; the CUDA case carries the ``gpu``
+marker (so ``pytest -m gpu`` selects every GPU case) and skips cleanly unless the CUDA
+kernels can run (:func:`graphsys.cuda.gpu_ready`: torch sees a GPU and CuPy sees one).
+``CUDA`` is the CUDA case alone, for tests that compare a GPU result with the CPU twin.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +16,26 @@ import numpy as np
 import pytest
 
 from graphsys import CSCGraph, DatasetWriter
+from graphsys.cuda import gpu_ready
+
+_GPU_MARKS = [pytest.mark.gpu,
+              pytest.mark.skipif(not gpu_ready(), reason="needs CUDA and CuPy")]
+#: The CUDA case of a device parametrisation: marked ``gpu``, skipped without a GPU.
+CUDA = pytest.param("cuda", marks=_GPU_MARKS, id="cuda")
+#: Every device a test should run on.
+DEVICES = ["cpu", CUDA]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> str:
+    """``"cpu"``, then ``"cuda"`` (marked ``gpu``; skipped unless the kernels can run)."""
+    return request.param
+
+
+@pytest.fixture(params=[CUDA])
+def cuda_device(request) -> str:
+    """``"cuda"`` alone (marked ``gpu``; skipped unless the kernels can run)."""
+    return request.param
 
 PLANETOID_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "planetoid"
 

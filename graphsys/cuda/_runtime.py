@@ -8,8 +8,10 @@ path of each kernel.
 Kernels receive raw device addresses (``tensor.data_ptr()`` as ``unsigned long long``)
 rather than CuPy arrays. That is zero-copy for GPU tensors and, through unified virtual
 addressing, for pinned host tensors too (a pinned page's host address is its device
-address), which DLPack cannot express. Kernels run on torch's current CUDA stream, so
-they are ordered with the torch operations around them.
+address), which DLPack cannot express. Every launch names the device its tensors live
+on (:func:`device_of`): the kernel is loaded on that device and runs on torch's current
+stream *of that device*, so it is ordered with the torch operations around it even when
+the caller's current device is another GPU.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ import torch
 NVRTC_OPTIONS: tuple[str, ...] = ("--std=c++17",)
 
 _lock = threading.Lock()
-_modules: dict[tuple[str, tuple[str, ...]], Any] = {}
+_modules: dict[tuple[str, tuple[str, ...], int], Any] = {}
+_functions: dict[tuple[str, tuple[str, ...], int, str], Any] = {}
 
 
 @functools.cache
@@ -52,27 +55,74 @@ def address(t: torch.Tensor) -> np.uint64:
     return np.uint64(t.data_ptr())
 
 
-def module(source: str, options: tuple[str, ...] = ()) -> Any:
-    """The compiled ``cupy.RawModule`` for ``source`` (compiled once per process)."""
-    key = (source, options)
+def device_of(*tensors: torch.Tensor) -> torch.device:
+    """The one CUDA device of the CUDA tensors among ``tensors`` (with its index).
+
+    Host tensors (pinned, read over the bus) do not count. Raises ``ValueError`` when
+    the CUDA tensors sit on different GPUs and when none is on a GPU.
+    """
+    found = {t.device for t in tensors if t.is_cuda}
+    if not found:
+        raise ValueError("no CUDA tensor among the kernel's arguments")
+    if len(found) > 1:
+        names = ", ".join(sorted(str(d) for d in found))
+        raise ValueError(f"the kernel's tensors are on different GPUs: {names}")
+    (device,) = found
+    return device if device.index is not None else torch.device(
+        "cuda", torch.cuda.current_device())
+
+
+def _index(device: torch.device | str | int) -> int:
+    device = torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
+    if device.type != "cuda":
+        raise ValueError(f"kernels launch on a CUDA device, got {device}")
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+def module(source: str, options: tuple[str, ...] = (), *,
+           device: torch.device | str | int) -> Any:
+    """The ``cupy.RawModule`` for ``source``, compiled once per process and loaded on
+    ``device`` (a module's functions belong to the device they were loaded on)."""
+    index = _index(device)
+    key = (source, options, index)
     with _lock:
         mod = _modules.get(key)
         if mod is None:
             import cupy
 
-            mod = cupy.RawModule(code=source, options=NVRTC_OPTIONS + options)
+            with cupy.cuda.Device(index):
+                mod = cupy.RawModule(code=source, options=NVRTC_OPTIONS + options)
+                mod.compile()  # load now, on this device
             _modules[key] = mod
         return mod
 
 
-def launch(kernel: Any, grid: int, block: int, args: tuple, shared_mem: int = 0) -> None:
-    """Launch ``kernel`` on torch's current stream of the current device."""
-    import cupy
+def function(source: str, name: str, options: tuple[str, ...] = (), *,
+             device: torch.device | str | int) -> Any:
+    """Kernel ``name`` of ``source`` loaded on ``device`` (looked up once per device)."""
+    index = _index(device)
+    key = (source, options, index, name)
+    fn = _functions.get(key)
+    if fn is None:
+        import cupy
 
+        mod = module(source, options, device=index)
+        with _lock, cupy.cuda.Device(index):
+            fn = _functions.setdefault(key, mod.get_function(name))
+    return fn
+
+
+def launch(kernel: Any, grid: int, block: int, args: tuple, *,
+           device: torch.device | str | int, shared_mem: int = 0) -> None:
+    """Launch ``kernel`` on ``device`` (the device of its tensors, see :func:`device_of`)
+    on torch's current stream of that device, whatever the current device is."""
+    index = _index(device)
     if grid <= 0:
         return
-    stream = torch.cuda.current_stream()
-    with cupy.cuda.Device(stream.device.index), cupy.cuda.ExternalStream(stream.cuda_stream):
+    import cupy
+
+    stream = torch.cuda.current_stream(index)
+    with cupy.cuda.Device(index), cupy.cuda.ExternalStream(stream.cuda_stream, index):
         kernel((int(grid),), (int(block),), args, shared_mem=shared_mem)
 
 

@@ -8,8 +8,14 @@ GPU without CuPy) and a CUDA path with the same results, bitwise:
 * :func:`lookup` -> the slot of every id, ``-1`` on a miss;
 * :func:`split_hits` -> positions and slots of the hits and positions and ids of the
   misses, each in batch order (a stable partition);
-* :func:`scatter_rows` -> ``rows[slots[i]] = fetched[i]`` (vectorised row copies);
+* :func:`scatter_rows` -> ``rows[slots[i]] = fetched[i]`` (vectorised row copies; of
+  repeated slots the last occurrence wins);
 * :func:`assign_slots` -> evict whatever held ``slots`` and give them ``ids``.
+
+Both paths validate the tables alike before any work: ``slot_of`` must be a contiguous
+1-D int32 tensor and ``id_of`` a contiguous 1-D int64 tensor on the same device
+(``TypeError`` for a wrong dtype, ``ValueError`` for a wrong shape, layout or device),
+since the kernels read them through raw addresses.
 """
 
 from __future__ import annotations
@@ -106,8 +112,28 @@ def _grid(n: int) -> int:
     return min(-(-n // _THREADS), 65535)
 
 
-def _kernel(name: str):
-    return _runtime.module(SOURCE).get_function(name)
+def _kernel(name: str, device: torch.device):
+    return _runtime.function(SOURCE, name, device=device)
+
+
+def _check_table(table: torch.Tensor, name: str, dtype: torch.dtype) -> None:
+    if not isinstance(table, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor, got {type(table).__name__}")
+    if table.dtype != dtype:
+        raise TypeError(f"{name} must be {dtype}, got {table.dtype}")
+    if table.dim() != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {tuple(table.shape)}")
+    if not table.is_contiguous():
+        raise ValueError(f"{name} must be contiguous (the kernels index it by address)")
+
+
+def _check_tables(slot_of: torch.Tensor, id_of: torch.Tensor | None = None) -> None:
+    """``slot_of`` int32 and ``id_of`` int64, 1-D, contiguous, on one device."""
+    _check_table(slot_of, "slot_of", torch.int32)
+    if id_of is not None:
+        _check_table(id_of, "id_of", torch.int64)
+        if id_of.device != slot_of.device:
+            raise ValueError(f"slot_of is on {slot_of.device} but id_of on {id_of.device}")
 
 
 def _ids(ids: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -131,12 +157,15 @@ def lookup(slot_of: torch.Tensor, ids: torch.Tensor, *, check: bool = True) -> t
         >>> lookup(slot_of, torch.tensor([3, 0, 1, 1])).tolist()
         [0, -1, 2, 2]
     """
+    _check_tables(slot_of)
     ids = _ids(ids, slot_of.device)
     if check:
         _check_range(ids, slot_of.numel(), "ids")
-    if _runtime.use_gpu(slot_of) and slot_of.dtype == torch.int32:
+    if _runtime.use_gpu(slot_of):
         slots = torch.empty_like(ids)
-        _runtime.launch(_kernel("lookup_slots"), _grid(ids.numel()), _THREADS, (
+        device = slot_of.device
+        _runtime.launch(_kernel("lookup_slots", device), _grid(ids.numel()), _THREADS,
+                        device=device, args=(
             _runtime.address(slot_of), _runtime.address(ids), np.int64(ids.numel()),
             _runtime.address(slots), np.uint64(0)))
         return slots
@@ -160,21 +189,25 @@ def split_hits(slot_of: torch.Tensor, ids: torch.Tensor, *, check: bool = True) 
         >>> [t.tolist() for t in split_hits(slot_of, torch.tensor([3, 0, 1, 2]))]
         [[0, 2], [0, 2], [1, 3], [0, 2]]
     """
+    _check_tables(slot_of)
     ids = _ids(ids, slot_of.device)
     if check:
         _check_range(ids, slot_of.numel(), "ids")
     n = ids.numel()
-    if _runtime.use_gpu(slot_of) and slot_of.dtype == torch.int32 and n:
+    if _runtime.use_gpu(slot_of) and n:
+        device = slot_of.device
         slots = torch.empty_like(ids)
         hit = torch.empty_like(ids)
-        _runtime.launch(_kernel("lookup_slots"), _grid(n), _THREADS, (
+        _runtime.launch(_kernel("lookup_slots", device), _grid(n), _THREADS, device=device,
+                        args=(
             _runtime.address(slot_of), _runtime.address(ids), np.int64(n),
             _runtime.address(slots), _runtime.address(hit)))
         before = torch.cumsum(hit, 0)
         hits = int(before[-1])  # one sync: the output sizes
         out = [torch.empty(k, dtype=torch.int64, device=ids.device)
                for k in (hits, hits, n - hits, n - hits)]
-        _runtime.launch(_kernel("split_by_hits"), _grid(n), _THREADS, (
+        _runtime.launch(_kernel("split_by_hits", device), _grid(n), _THREADS, device=device,
+                        args=(
             _runtime.address(ids), _runtime.address(slots), _runtime.address(before),
             np.int64(n), *(_runtime.address(t) for t in out)))
         return Split(*out)
@@ -185,27 +218,67 @@ def split_hits(slot_of: torch.Tensor, ids: torch.Tensor, *, check: bool = True) 
     return Split(hit_pos, slots[hit_pos], miss_pos, ids[miss_pos])
 
 
+def last_occurrences(slots: torch.Tensor) -> torch.Tensor | None:
+    """Positions of the last occurrence of each distinct value of ``slots`` (int64,
+    ascending by value), or ``None`` when the values are already distinct. Torch only,
+    so the CPU and the GPU paths of :func:`scatter_rows` dedupe identically."""
+    n = slots.numel()
+    if n < 2:
+        return None
+    unique, inverse = torch.unique(slots, return_inverse=True)
+    if unique.numel() == n:  # one sync; the range check synced already
+        return None
+    position = torch.arange(n, device=slots.device)
+    return torch.full((unique.numel(),), -1, dtype=torch.int64, device=slots.device
+                      ).scatter_reduce_(0, inverse, position, "amax")
+
+
 def scatter_rows(rows: torch.Tensor, slots: torch.Tensor, fetched: torch.Tensor) -> None:
-    """``rows[slots[i]] = fetched[i]`` in place; ``slots`` must be distinct.
+    """``rows[slots[i]] = fetched[i]`` in place.
+
+    A slot given more than once receives the row of its **last** occurrence, on every
+    path: the slots are deduplicated with torch operations before the copy, so no two
+    GPU threads ever write one slot (which could tear a row) and the CPU path does not
+    rely on ``index_copy_``'s unspecified order for repeated indices.
+
+    ``fetched`` may be a host tensor or a CUDA tensor on ``rows``'s device; a CUDA
+    tensor on any other device raises ``ValueError``. The CUDA kernel reads ``fetched``
+    where it lies when it is on the GPU or pinned (zero-copy) and both are contiguous;
+    a pageable (non-pinned) host ``fetched``, or a non-contiguous one, is first copied
+    to ``rows``'s device by torch and scattered with ``index_copy_`` (same result).
 
     Example:
         >>> rows = torch.zeros(3, 2)
         >>> scatter_rows(rows, torch.tensor([2, 0]), torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
         >>> rows.tolist()
         [[3.0, 4.0], [0.0, 0.0], [1.0, 2.0]]
+        >>> scatter_rows(rows, torch.tensor([1, 1]), torch.tensor([[5.0, 5.0], [6.0, 6.0]]))
+        >>> rows[1].tolist()
+        [6.0, 6.0]
     """
+    if fetched.is_cuda and fetched.device != rows.device:
+        raise ValueError(f"fetched rows are on {fetched.device} but the table on "
+                         f"{rows.device}; move them to {rows.device} first")
     slots = _ids(slots, rows.device)
-    if fetched.shape[0] != slots.numel() or fetched.shape[1:] != rows.shape[1:]:
+    if fetched.dim() < 1 or fetched.shape[0] != slots.numel() \
+            or fetched.shape[1:] != rows.shape[1:]:
         raise ValueError(f"fetched rows {tuple(fetched.shape)} do not match "
                          f"{slots.numel()} slots of {tuple(rows.shape[1:])}")
     if fetched.dtype != rows.dtype:
         raise TypeError(f"fetched rows are {fetched.dtype}, the table {rows.dtype}")
     _check_range(slots, rows.shape[0], "slots")
+    keep = last_occurrences(slots)  # on rows's device, like slots
     if (_runtime.use_gpu(rows) and rows.is_contiguous() and fetched.is_contiguous()
             and (fetched.is_cuda or fetched.is_pinned())):
-        copy_rows(fetched, None, rows, slots, slots.numel())
+        if keep is None:
+            copy_rows(fetched, None, rows, slots, slots.numel())
+        else:
+            copy_rows(fetched, keep, rows, slots[keep].contiguous(), keep.numel())
         return
-    rows.index_copy_(0, slots, fetched.to(rows.device))
+    source = fetched.to(rows.device)
+    if keep is not None:
+        source, slots = source[keep], slots[keep]
+    rows.index_copy_(0, slots, source)
 
 
 def assign_slots(slot_of: torch.Tensor, id_of: torch.Tensor, ids: torch.Tensor,
@@ -221,17 +294,21 @@ def assign_slots(slot_of: torch.Tensor, id_of: torch.Tensor, ids: torch.Tensor,
         >>> slot_of.tolist(), id_of.tolist()
         ([-1, -1, 0], [2, -1])
     """
+    _check_tables(slot_of, id_of)
     ids = _ids(ids, slot_of.device)
     slots = _ids(slots, slot_of.device)
     if ids.numel() != slots.numel():
         raise ValueError(f"{ids.numel()} ids but {slots.numel()} slots")
     _check_range(ids, slot_of.numel(), "ids")
     _check_range(slots, id_of.numel(), "slots")
-    if _runtime.use_gpu(slot_of) and slot_of.dtype == torch.int32 and ids.numel():
+    if _runtime.use_gpu(slot_of) and ids.numel():
         n = np.int64(ids.numel())
-        _runtime.launch(_kernel("evict_slots"), _grid(ids.numel()), _THREADS, (
+        device = slot_of.device
+        _runtime.launch(_kernel("evict_slots", device), _grid(ids.numel()), _THREADS,
+                        device=device, args=(
             _runtime.address(slot_of), _runtime.address(id_of), _runtime.address(slots), n))
-        _runtime.launch(_kernel("install_slots"), _grid(ids.numel()), _THREADS, (
+        _runtime.launch(_kernel("install_slots", device), _grid(ids.numel()), _THREADS,
+                        device=device, args=(
             _runtime.address(slot_of), _runtime.address(id_of), _runtime.address(ids),
             _runtime.address(slots), n))
         return

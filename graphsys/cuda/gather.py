@@ -15,6 +15,8 @@ on the GPU (after copying a pinned source's needed rows there). Results are bitw
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -91,21 +93,23 @@ def copy_rows(src: torch.Tensor, src_ids: torch.Tensor | None, dst: torch.Tensor
     (``None`` ids: the identity).
 
     Both tensors must be contiguous with rows of equal byte size; ids int64 on the GPU.
-    No checks: the public wrappers validate once.
+    The kernel runs on the device of the CUDA tensors among them (``ValueError`` if
+    those are on different GPUs). No other checks: the public wrappers validate once.
     """
     if n == 0:
         return
-    row_bytes = src[0].numel() * src.element_size() if src.dim() > 1 else src.element_size()
+    device = _runtime.device_of(*(t for t in (src, src_ids, dst, dst_ids) if t is not None))
+    row_bytes = math.prod(src.shape[1:]) * src.element_size()
     if row_bytes == 0:
         return
     width = word_size(row_bytes, src.data_ptr(), dst.data_ptr())
     words = row_bytes // width
     lanes = threads_per_row(words)
-    kernel = _runtime.module(SOURCE).get_function(f"copy_rows_{width}")
-    sms = torch.cuda.get_device_properties(dst.device).multi_processor_count
+    kernel = _runtime.function(SOURCE, f"copy_rows_{width}", device=device)
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
     blocks = min(-(-n * lanes // _THREADS), sms * 32)
     zero = np.uint64(0)  # a null pointer: the kernel then uses the row number itself
-    _runtime.launch(kernel, blocks, _THREADS, (
+    _runtime.launch(kernel, blocks, _THREADS, device=device, args=(
         _runtime.address(src), zero if src_ids is None else _runtime.address(src_ids),
         _runtime.address(dst), zero if dst_ids is None else _runtime.address(dst_ids),
         np.int64(n), np.int64(words), np.int32(lanes)))
@@ -123,11 +127,19 @@ def gather_rows(src: torch.Tensor, ids: torch.Tensor, out: torch.Tensor | None =
         out: optional output ``[len(ids), *src.shape[1:]]`` of ``src``'s dtype.
         check: validate the id range (costs a device sync on the GPU path).
 
+    Empty ``ids`` give an empty result ``[0, *src.shape[1:]]`` on every path, whatever
+    ``src`` holds; non-empty ``ids`` into an empty ``src`` raise ``IndexError`` even
+    with ``check=False`` (a free test, and the kernel would read out of bounds).
+
     Example:
         >>> table = torch.arange(12.0).view(4, 3)
         >>> gather_rows(table, torch.tensor([3, 0, 3])).tolist()
         [[9.0, 10.0, 11.0], [0.0, 1.0, 2.0], [9.0, 10.0, 11.0]]
     """
+    if src.dim() == 0:
+        raise ValueError("src must have at least one dimension (its rows)")
+    if src.shape[0] == 0 and ids.numel():
+        raise IndexError(f"ids index an empty table ({ids.numel()} ids, 0 rows)")
     ids = _check_ids(ids, src.shape[0], "ids", check)
     shape = (ids.numel(), *src.shape[1:])
     device = ids.device if ids.is_cuda else src.device

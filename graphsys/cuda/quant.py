@@ -19,14 +19,23 @@ in-edges ``j -> i`` of a block then satisfies, per destination ``i`` and column 
 
 where ``eps_acc <= deg_i * 2**-23 * sum_j |x_jc|`` bounds float32 accumulation
 (:func:`aggregation_error_bound` computes it). The CUDA kernel and the numba CPU path
-perform the same float32 operations in the same order (no fused multiply-add), so
-they agree far inside that bound, usually bitwise.
+perform the same float32 operations in the same order (no fused multiply-add, edges in
+CSC order, the zero points summed separately and added last, the division last), so
+their results are bitwise equal.
 
 Quantization and dequantization are elementwise torch (identical on CPU and GPU); the
-aggregation is a fused kernel: one warp per destination reads the code rows of its
-in-edges, accumulates ``scale_j * q_jc`` in float32 registers, adds ``sum_j zero_j``
+aggregation is a fused kernel: one warp per destination stages its in-edges' source ids,
+scales and zero points 32 at a time (one coalesced load, then warp shuffles), reads the
+code rows of its in-edges, accumulates ``scale_j * q_jc`` in float32 registers, adds ``sum_j zero_j``
 once and divides by the degree for a mean. No dequantized matrix exists at any point:
 an INT8 feature table takes a quarter of the float32 memory and bus traffic.
+
+**Validation.** :class:`QuantizedRows` checks its tensors' dtypes, shapes and devices
+when built (and :func:`aggregate` again, as attributes may be reassigned): codes uint8
+``[N, dim]`` (INT8) or ``[N, ceil(dim / 2)]`` (INT4), scale and zero point float
+``[N]``. :func:`aggregate` checks ``indptr``/``indices`` before any kernel: 1-D integer
+tensors and, with ``check=True``, ``indptr[0] == 0``, non-decreasing, ``indptr[-1] ==
+len(indices)`` and every index in ``[0, N)`` -- vectorised torch, one sync.
 """
 
 from __future__ import annotations
@@ -57,6 +66,13 @@ __device__ __forceinline__ float code_at(const unsigned char* row, long long c) 
     return (float)((c & 1) ? (b >> 4) : (b & 15));
 }
 
+// The warp walks a destination's in-edges 32 at a time: lane l loads edge (e + l)'s
+// source row j, scale and zero point once, and __shfl_sync hands them to every lane in
+// edge order. Each lane still adds its columns' terms one edge after another, in CSC
+// order, so the float32 sums are the CPU path's operation for operation (bitwise);
+// a hub's edges are thus read with coalesced loads by the whole warp, not re-read by
+// each lane. Splitting one destination's edges over several warps would reorder the
+// sums, so it is not done.
 template <int BITS>
 __device__ void aggregate_rows(const long long* __restrict__ indptr,
                                const long long* __restrict__ indices,
@@ -65,28 +81,43 @@ __device__ void aggregate_rows(const long long* __restrict__ indptr,
                                const float* __restrict__ zero,
                                long long num_dst, long long dim, long long row_bytes,
                                int mean, float* __restrict__ out) {
+    const unsigned FULL = 0xffffffffu;
     const int lane = threadIdx.x & 31;
     const long long warps = ((long long)gridDim.x * blockDim.x) >> 5;
+    // Every lane of a warp has the same i (blockDim is a multiple of 32), so the loops
+    // below are warp-uniform and every __shfl_sync sees all 32 lanes.
     for (long long i = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5; i < num_dst;
          i += warps) {
         const long long start = indptr[i], end = indptr[i + 1];
+        const long long deg = end - start;
         float zsum = 0.0f;
-        for (long long e = start; e < end; ++e) zsum = __fadd_rn(zsum, zero[indices[e]]);
         for (long long base = 0; base < dim; base += 32 * COLS_PER_LANE) {
             float acc[COLS_PER_LANE];
 #pragma unroll
             for (int k = 0; k < COLS_PER_LANE; ++k) acc[k] = 0.0f;
-            for (long long e = start; e < end; ++e) {
-                const long long j = indices[e];
-                const float s = scale[j];
-                const unsigned char* row = codes + j * row_bytes;
+            for (long long e0 = start; e0 < end; e0 += 32) {
+                const long long mine = e0 + lane;
+                long long my_j = 0;
+                float my_s = 0.0f, my_z = 0.0f;
+                if (mine < end) {
+                    my_j = indices[mine];
+                    my_s = scale[my_j];
+                    my_z = zero[my_j];
+                }
+                const int batch = (int)(end - e0 < 32 ? end - e0 : 32);
+                for (int t = 0; t < batch; ++t) {
+                    const long long j = __shfl_sync(FULL, my_j, t);
+                    const float s = __shfl_sync(FULL, my_s, t);
+                    if (base == 0) zsum = __fadd_rn(zsum, __shfl_sync(FULL, my_z, t));
+                    const unsigned char* row = codes + j * row_bytes;
 #pragma unroll
-                for (int k = 0; k < COLS_PER_LANE; ++k) {
-                    const long long c = base + k * 32 + lane;
-                    if (c < dim) acc[k] = __fadd_rn(acc[k], __fmul_rn(s, code_at<BITS>(row, c)));
+                    for (int k = 0; k < COLS_PER_LANE; ++k) {
+                        const long long c = base + k * 32 + lane;
+                        if (c < dim)
+                            acc[k] = __fadd_rn(acc[k], __fmul_rn(s, code_at<BITS>(row, c)));
+                    }
                 }
             }
-            const long long deg = end - start;
 #pragma unroll
             for (int k = 0; k < COLS_PER_LANE; ++k) {
                 const long long c = base + k * 32 + lane;
@@ -126,7 +157,9 @@ _THREADS = 256
 class QuantizedRows:
     """Rows stored as ``bits``-bit codes with a per-row ``scale`` and ``zero`` point.
 
-    ``codes`` is uint8 ``[N, dim]`` for INT8, ``[N, ceil(dim / 2)]`` for INT4.
+    ``codes`` is uint8 ``[N, dim]`` for INT8, ``[N, ceil(dim / 2)]`` for INT4; ``scale``
+    and ``zero`` are float ``[N]``, all on one device. Checked when built
+    (:meth:`validate`; ``TypeError`` for dtypes, ``ValueError`` for the rest).
     """
 
     codes: torch.Tensor
@@ -134,6 +167,41 @@ class QuantizedRows:
     zero: torch.Tensor
     dim: int
     bits: int
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise unless the codes, scales and zero points fit ``dim`` and ``bits``.
+
+        Shapes, dtypes and devices only: no device sync, no pass over the data.
+        """
+        bits = _check_bits(self.bits)
+        for name in ("codes", "scale", "zero"):
+            if not isinstance(getattr(self, name), torch.Tensor):
+                raise TypeError(f"QuantizedRows.{name} must be a tensor, "
+                                f"got {type(getattr(self, name)).__name__}")
+        if isinstance(self.dim, bool) or not isinstance(self.dim, (int, np.integer)) \
+                or self.dim < 0:
+            raise ValueError(f"QuantizedRows.dim must be an int >= 0, got {self.dim!r}")
+        codes, scale, zero = self.codes, self.scale, self.zero
+        if codes.dtype != torch.uint8:
+            raise TypeError(f"QuantizedRows.codes must be uint8, got {codes.dtype}")
+        if codes.dim() != 2:
+            raise ValueError(f"QuantizedRows.codes must be 2-D, got {tuple(codes.shape)}")
+        width = int(self.dim) if bits == 8 else (int(self.dim) + 1) // 2
+        if codes.shape[1] != width:
+            raise ValueError(f"INT{bits} codes of dim {self.dim} need {width} bytes a row, "
+                             f"got {codes.shape[1]}")
+        for name, t in (("scale", scale), ("zero", zero)):
+            if not t.dtype.is_floating_point:
+                raise TypeError(f"QuantizedRows.{name} must be float, got {t.dtype}")
+            if t.dim() != 1 or t.shape[0] != codes.shape[0]:
+                raise ValueError(f"QuantizedRows.{name} must be [{codes.shape[0]}] (one per "
+                                 f"row), got {tuple(t.shape)}")
+            if t.device != codes.device:
+                raise ValueError(f"QuantizedRows.{name} is on {t.device}, the codes on "
+                                 f"{codes.device}")
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -229,6 +297,32 @@ def aggregation_error_bound(indptr: torch.Tensor, indices: torch.Tensor, q: Quan
     return bound
 
 
+def _check_block(indptr: torch.Tensor, indices: torch.Tensor, num_rows: int) -> None:
+    """Raise unless ``indptr``/``indices`` (int64, on one device) form a valid CSC block
+    over ``num_rows`` source rows; one sync, a message naming the first fault."""
+    steps = indptr[1:] - indptr[:-1]
+    faults = torch.stack((
+        indptr[0] != 0,
+        indptr[-1] != indices.numel(),
+        (steps < 0).any() if steps.numel() else indptr.new_zeros((), dtype=torch.bool),
+        ((indices < 0) | (indices >= num_rows)).any() if indices.numel()
+        else indptr.new_zeros((), dtype=torch.bool),
+    )).tolist()  # the one sync
+    if faults[0]:
+        raise ValueError(f"indptr must start at 0, got {int(indptr[0])}")
+    if faults[1]:
+        raise ValueError(f"indptr must end at len(indices) = {indices.numel()}, "
+                         f"got {int(indptr[-1])}")
+    if faults[2]:
+        at = int(torch.nonzero(steps < 0)[0])
+        raise ValueError(f"indptr must be non-decreasing; indptr[{at + 1}] = "
+                         f"{int(indptr[at + 1])} < indptr[{at}] = {int(indptr[at])}")
+    if faults[3]:
+        low, high = int(indices.min()), int(indices.max())
+        raise IndexError(f"indices must lie in [0, {num_rows}) (the quantized rows), "
+                         f"found {low if low < 0 else high}")
+
+
 def aggregate(indptr: torch.Tensor, indices: torch.Tensor, q: QuantizedRows,
               reduce: Reduce = "mean", *, check: bool = True) -> torch.Tensor:
     """Sum or mean of the dequantized source rows over each destination's in-edges.
@@ -238,8 +332,10 @@ def aggregate(indptr: torch.Tensor, indices: torch.Tensor, q: QuantizedRows,
         indices: int ``[num_edges]`` source rows of ``q``.
         q: quantized source rows.
         reduce: ``'sum'`` or ``'mean'`` (zero for a destination without in-edges).
-        check: validate the range of ``indices`` (two device syncs on the GPU path;
-            a block's indices are valid by construction).
+        check: validate ``indptr`` (starts at 0, non-decreasing, ends at
+            ``len(indices)``) and the range of ``indices`` (vectorised, one device sync
+            on the GPU path). ``check=False`` trusts them, as for a sampler's block,
+            which is valid by construction; dtypes and shapes are checked either way.
 
     Returns float32 ``[num_dst, q.dim]`` on ``q``'s device, within
     :func:`aggregation_error_bound` of the float32 aggregation of the original rows.
@@ -251,14 +347,24 @@ def aggregate(indptr: torch.Tensor, indices: torch.Tensor, q: QuantizedRows,
     """
     if reduce not in ("sum", "mean"):
         raise ValueError(f"reduce must be 'sum' or 'mean', got {reduce!r}")
+    if not isinstance(q, QuantizedRows):
+        raise TypeError(f"q must be QuantizedRows, got {type(q).__name__}")
+    q.validate()
     device = q.device
+    for name, t in (("indptr", indptr), ("indices", indices)):
+        if not isinstance(t, torch.Tensor) or t.dtype.is_floating_point \
+                or t.dtype.is_complex or t.dtype == torch.bool:
+            raise TypeError(f"{name} must be an integer tensor, got "
+                            f"{getattr(t, 'dtype', type(t).__name__)}")
+        if t.dim() != 1:
+            raise ValueError(f"{name} must be 1-D, got shape {tuple(t.shape)}")
     indptr = indptr.to(device=device, dtype=torch.int64).contiguous()
     indices = indices.to(device=device, dtype=torch.int64).contiguous()
     num_dst = indptr.numel() - 1
     if num_dst < 0:
         raise ValueError("indptr must have at least one entry")
-    if check and indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= len(q)):
-        raise IndexError(f"indices must lie in [0, {len(q)}) (the quantized rows)")
+    if check:
+        _check_block(indptr, indices, len(q))
     out = torch.empty(num_dst, q.dim, dtype=torch.float32, device=device)
     if num_dst == 0 or q.dim == 0:
         return out
@@ -266,9 +372,9 @@ def aggregate(indptr: torch.Tensor, indices: torch.Tensor, q: QuantizedRows,
     scale = q.scale.float().contiguous()
     zero = q.zero.float().contiguous()
     if _runtime.use_gpu(codes):
-        kernel = _runtime.module(SOURCE, OPTIONS).get_function(f"quant_aggregate_{q.bits}")
+        kernel = _runtime.function(SOURCE, f"quant_aggregate_{q.bits}", OPTIONS, device=device)
         blocks = min(-(-num_dst * 32 // _THREADS), 65535)
-        _runtime.launch(kernel, blocks, _THREADS, (
+        _runtime.launch(kernel, blocks, _THREADS, device=device, args=(
             _runtime.address(indptr), _runtime.address(indices), _runtime.address(codes),
             _runtime.address(scale), _runtime.address(zero), np.int64(num_dst),
             np.int64(q.dim), np.int64(codes.shape[1]), np.int32(reduce == "mean"),

@@ -11,7 +11,16 @@ bitwise the CPU sampler's. Relabelling to block-local ids (destinations first, t
 other sources in order of first appearance) is done with torch operations, which give
 the CPU relabelling's exact output on either device.
 
-Without a GPU (or CuPy) ``GPUNeighborSampler`` *is* the CPU sampler.
+Without a GPU (or CuPy) ``GPUNeighborSampler`` samples on the CPU through the very same
+code (:meth:`GPUNeighborSampler.sample_tensors` with the numba layer kernel
+:func:`sample_layer_cpu` and the torch :func:`relabel`), so its CPU batches equal
+:class:`~graphsys.samplers.NeighborSampler`'s bitwise and the GPU path's assembly is
+exercised on every machine.
+
+On the GPU a destination without replacement and with fewer picks than neighbours is
+sampled by one thread (Floyd's algorithm or reservoir sampling: the draws depend on each
+other); full copies (``fanout=-1`` or degree <= fanout) and draws with replacement take
+a warp per destination, so hubs do not serialise a thread.
 """
 
 from __future__ import annotations
@@ -62,6 +71,9 @@ extern "C" __global__ void sample_counts(unsigned long long indptr_addr,
     }
 }
 
+// Without replacement and with fewer picks than neighbours (Floyd's algorithm or
+// reservoir sampling): one thread per destination, as the draws depend on each other.
+// Full copies and sampling with replacement are left to copy_or_draw_* below.
 #define SAMPLE(NAME, IDX_T)                                                              \
 extern "C" __global__ void NAME(unsigned long long indptr_addr,                          \
                                 unsigned long long indices_addr,                         \
@@ -76,6 +88,7 @@ extern "C" __global__ void NAME(unsigned long long indptr_addr,                 
     const long long* __restrict__ offsets = (const long long*)offsets_addr;              \
     const long long* __restrict__ counts = (const long long*)counts_addr;                \
     IDX_T* sources = (IDX_T*)sources_addr;                                               \
+    if (replace) return;                                                                 \
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;          \
          i += (long long)gridDim.x * blockDim.x) {                                       \
         const long long v = seeds[i];                                                    \
@@ -83,15 +96,9 @@ extern "C" __global__ void NAME(unsigned long long indptr_addr,                 
         const long long deg = indptr[v + 1] - start;                                     \
         const long long out = offsets[i];                                                \
         const long long k = counts[i];                                                   \
-        if (k == deg && (fanout < 0 || !replace || deg == 0)) {                          \
-            for (long long j = 0; j < deg; ++j) sources[out + j] = indices[start + j];   \
-            continue;                                                                    \
-        }                                                                                \
+        if (k == deg) continue;  /* a full copy: copy_or_draw_* */                       \
         unsigned long long state = mix64(key ^ ((unsigned long long)v * GOLDEN));        \
-        if (replace) {                                                                   \
-            for (long long j = 0; j < k; ++j)                                            \
-                sources[out + j] = indices[start + below(&state, deg)];                  \
-        } else if (k * 8 <= deg) {                                                       \
+        if (k * 8 <= deg) {                                                              \
             for (long long j = 0; j < k; ++j) {                                          \
                 long long r = below(&state, deg - k + j + 1);                            \
                 const long long pos = deg - k + j;                                       \
@@ -114,11 +121,55 @@ extern "C" __global__ void NAME(unsigned long long indptr_addr,                 
     }                                                                                    \
 }
 
+// Full copies (fanout < 0, or deg <= fanout without replacement) and sampling with
+// replacement: one warp per destination, so a hub's neighbour list is copied by 32
+// lanes (coalesced) instead of one thread. Draw j with replacement uses the stream's
+// (j+1)-th state, state0 + (j+1) * GOLDEN (the stream is a counter), so each lane
+// computes its own draws and the result is the sequential one, bitwise.
+#define COPY_OR_DRAW(NAME, IDX_T)                                                        \
+extern "C" __global__ void NAME(unsigned long long indptr_addr,                          \
+                                unsigned long long indices_addr,                         \
+                                unsigned long long seeds_addr, long long n,              \
+                                unsigned long long offsets_addr,                         \
+                                unsigned long long counts_addr, long long fanout,        \
+                                int replace, unsigned long long key,                     \
+                                unsigned long long sources_addr) {                       \
+    const long long* __restrict__ indptr = (const long long*)indptr_addr;                \
+    const IDX_T* __restrict__ indices = (const IDX_T*)indices_addr;                      \
+    const long long* __restrict__ seeds = (const long long*)seeds_addr;                  \
+    const long long* __restrict__ offsets = (const long long*)offsets_addr;              \
+    const long long* __restrict__ counts = (const long long*)counts_addr;                \
+    IDX_T* __restrict__ sources = (IDX_T*)sources_addr;                                  \
+    const long long lane = threadIdx.x & 31;                                             \
+    const long long warps = ((long long)gridDim.x * blockDim.x) >> 5;                    \
+    for (long long i = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5; i < n;   \
+         i += warps) {                                                                   \
+        const long long v = seeds[i];                                                    \
+        const long long start = indptr[v];                                               \
+        const long long deg = indptr[v + 1] - start;                                     \
+        const long long out = offsets[i];                                                \
+        const long long k = counts[i];                                                   \
+        if (k == deg && (fanout < 0 || !replace || deg == 0)) {                          \
+            for (long long j = lane; j < deg; j += 32)                                   \
+                sources[out + j] = indices[start + j];                                   \
+        } else if (replace) {                                                            \
+            const unsigned long long state0 = mix64(key ^ ((unsigned long long)v * GOLDEN)); \
+            for (long long j = lane; j < k; j += 32) {                                   \
+                unsigned long long state = state0 + (unsigned long long)j * GOLDEN;      \
+                sources[out + j] = indices[start + below(&state, deg)];                  \
+            }                                                                            \
+        }                                                                                \
+    }                                                                                    \
+}
+
 SAMPLE(sample_neighbors_i32, int)
 SAMPLE(sample_neighbors_i64, long long)
+COPY_OR_DRAW(copy_or_draw_i32, int)
+COPY_OR_DRAW(copy_or_draw_i64, long long)
 """
 
-KERNELS = ("sample_counts", "sample_neighbors_i32", "sample_neighbors_i64")
+KERNELS = ("sample_counts", "sample_neighbors_i32", "sample_neighbors_i64",
+           "copy_or_draw_i32", "copy_or_draw_i64")
 _THREADS = 128
 
 LayerFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int, bool, int],
@@ -129,25 +180,35 @@ def sample_layer_gpu(indptr: torch.Tensor, indices: torch.Tensor, seeds: torch.T
                      fanout: int, replace: bool, key: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(counts, sources)`` for ``seeds`` (int64 on the GPU) with the CUDA kernels.
 
-    ``indptr`` (int64) and ``indices`` (int32/int64) are on the GPU or pinned.
+    ``indptr`` (int64) and ``indices`` (int32/int64) are on ``seeds``'s GPU or pinned.
+    The kernels run on ``seeds``'s device, on its current torch stream.
     """
     n = seeds.numel()
-    device = seeds.device
+    device = _runtime.device_of(indptr, indices, seeds)
     counts = torch.empty(n, dtype=torch.int64, device=device)
-    mod = _runtime.module(SOURCE)
     grid = min(-(-n // _THREADS), 65535)
-    _runtime.launch(mod.get_function("sample_counts"), grid, _THREADS, (
+    _runtime.launch(_runtime.function(SOURCE, "sample_counts", device=device), grid, _THREADS,
+                    device=device, args=(
         _runtime.address(indptr), _runtime.address(seeds), np.int64(n), np.int64(fanout),
         np.int32(replace), _runtime.address(counts)))
     offsets = torch.zeros(n + 1, dtype=torch.int64, device=device)
     torch.cumsum(counts, 0, out=offsets[1:])
     total = int(offsets[-1])  # one sync: the output's size
     sources = torch.empty(total, dtype=indices.dtype, device=device)
-    name = "sample_neighbors_i32" if indices.dtype == torch.int32 else "sample_neighbors_i64"
-    _runtime.launch(mod.get_function(name), grid, _THREADS, (
-        _runtime.address(indptr), _runtime.address(indices), _runtime.address(seeds),
-        np.int64(n), _runtime.address(offsets), _runtime.address(counts), np.int64(fanout),
-        np.int32(replace), np.uint64(key), _runtime.address(sources)))
+    suffix = "i32" if indices.dtype == torch.int32 else "i64"
+    args = (_runtime.address(indptr), _runtime.address(indices), _runtime.address(seeds),
+            np.int64(n), _runtime.address(offsets), _runtime.address(counts), np.int64(fanout),
+            np.int32(replace), np.uint64(key), _runtime.address(sources))
+    if total:
+        # Destinations are split between the two kernels by their case; their output
+        # ranges are disjoint, so the order of the two launches does not matter.
+        warp_grid = min(-(-n * 32 // _THREADS), 65535)
+        _runtime.launch(_runtime.function(SOURCE, f"copy_or_draw_{suffix}", device=device),
+                        warp_grid, _THREADS, device=device, args=args)
+        if not replace:
+            _runtime.launch(_runtime.function(SOURCE, f"sample_neighbors_{suffix}",
+                                              device=device),
+                            grid, _THREADS, device=device, args=args)
     return counts, sources
 
 
@@ -188,7 +249,12 @@ class GPUNeighborSampler(NeighborSampler):
             the bus (for graphs larger than the GPU).
         device: the CUDA device (default: the current one).
 
-    Without a usable GPU, :meth:`sample` is :class:`NeighborSampler`'s (blocks on CPU).
+    Without a usable GPU (or with ``device='cpu'``), :meth:`sample` runs the same
+    :meth:`sample_tensors` on host tensors with :func:`sample_layer_cpu`; its blocks are
+    on the CPU and equal :class:`NeighborSampler`'s bitwise.
+
+    The graph's arrays are prepared once and kept for the last ``(graph, device,
+    graph_memory)`` seen; another graph object or device prepares them again.
 
     Example:
         >>> sampler = GPUNeighborSampler([10, 5], graph_memory="pinned")
@@ -203,32 +269,48 @@ class GPUNeighborSampler(NeighborSampler):
             raise ValueError(f"graph_memory must be 'device' or 'pinned', got {graph_memory!r}")
         self.graph_memory = graph_memory
         self.device = None if device is None else torch.device(device)
-        self._graph: CSCGraph | None = None
-        self._graph_arrays: tuple[torch.Tensor, torch.Tensor] | None = None
+        # (graph, device, graph_memory) -> (indptr, indices); one entry, the last used.
+        self._graph_cache: tuple[tuple[CSCGraph, torch.device, str],
+                                 tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def _sample_device(self) -> torch.device:
+        """Where :meth:`sample` samples: a CUDA device when the kernels can run, else CPU."""
+        if self.device is not None and self.device.type != "cuda":
+            return torch.device("cpu")
+        if not _runtime.gpu_ready():
+            return torch.device("cpu")
+        if self.device is not None and self.device.index is not None:
+            return self.device
+        return torch.device("cuda", torch.cuda.current_device())
 
     def _arrays(self, graph: CSCGraph, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._graph is not graph or self._graph_arrays is None:
-            indptr = graph.indptr.to(torch.int64)
-            if self.graph_memory == "device":
-                arrays = (indptr.to(device), graph.indices.to(device))
-            else:
-                arrays = (indptr.contiguous().pin_memory(), graph.indices.contiguous().pin_memory())
-            self._graph, self._graph_arrays = graph, arrays
-        return self._graph_arrays
+        key = (graph, device, self.graph_memory)
+        cached = self._graph_cache
+        if cached is not None and cached[0][0] is graph and cached[0][1:] == key[1:]:
+            return cached[1]
+        indptr = graph.indptr.to(torch.int64).contiguous()
+        indices = graph.indices.contiguous()
+        if device.type == "cpu":
+            arrays = (indptr, indices)  # the numba kernel reads host memory as it is
+        elif self.graph_memory == "device":
+            arrays = (indptr.to(device), indices.to(device))
+        else:
+            arrays = (indptr.pin_memory(), indices.pin_memory())
+        self._graph_cache = (key, arrays)
+        return arrays
 
     def sample(self, graph: CSCGraph, seeds: object, *, key: int | None = None) -> MiniBatch:
-        if not _runtime.gpu_ready():
-            return super().sample(graph, seeds, key=key)
         if not isinstance(graph, CSCGraph):
             raise TypeError(f"graph must be a graphsys CSCGraph, got {type(graph).__name__}")
         dst = as_node_ids(seeds, graph.num_nodes(), "seeds")
         if not _kernels.all_distinct(dst):
             raise ValueError("seeds contain duplicate node ids; pass each seed once")
         key = next(self._calls) if key is None else int(key)
-        device = self.device or torch.device("cuda", torch.cuda.current_device())
+        device = self._sample_device()
         indptr, indices = self._arrays(graph, device)
+        layer_fn = sample_layer_cpu if device.type == "cpu" else sample_layer_gpu
         return self.sample_tensors(indptr, indices, torch.from_numpy(dst).to(device), key,
-                                   sample_layer_gpu)
+                                   layer_fn)
 
     def sample_tensors(self, indptr: torch.Tensor, indices: torch.Tensor, seeds: torch.Tensor,
                        key: int, layer_fn: LayerFn) -> MiniBatch:
@@ -249,7 +331,7 @@ class GPUNeighborSampler(NeighborSampler):
 
     def __getstate__(self) -> dict:
         state = super().__getstate__()
-        state["_graph"] = state["_graph_arrays"] = None  # device/pinned arrays stay
+        state["_graph_cache"] = None  # device/pinned arrays stay
         return state
 
     def __repr__(self) -> str:

@@ -3,7 +3,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _gpu_marks import gpu
 
 from graphsys.cuda import gather_rows
 from graphsys.cuda.gather import threads_per_row, word_size
@@ -58,11 +57,10 @@ def test_vector_width_follows_row_size_and_alignment() -> None:
     assert [threads_per_row(w) for w in (1, 3, 8, 32, 256)] == [1, 4, 8, 32, 32]
 
 
-@gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("n", "width"), CASES)
 @pytest.mark.parametrize("where", ["cuda", "pinned", "pinned-unaligned"])
-def test_gpu_gather_equals_cpu_gather_bitwise(dtype, n, width, where) -> None:
+def test_gpu_gather_equals_cpu_gather_bitwise(cuda_device, dtype, n, width, where) -> None:
     src = table(50, width, dtype)
     ids = torch.randint(0, 50, (n,), generator=torch.Generator().manual_seed(n))
     expected = gather_rows(src, ids)
@@ -76,3 +74,29 @@ def test_gpu_gather_equals_cpu_gather_bitwise(dtype, n, width, where) -> None:
         table_ = big[1:].view(50, width)
     out = gather_rows(table_, ids.cuda())
     assert out.is_cuda and torch.equal(out.cpu(), expected)
+
+
+@pytest.mark.parametrize("check", [True, False])
+@pytest.mark.parametrize("shape", [(0, 3), (0,), (0, 0), (5, 0), (5, 3)])
+def test_empty_ids_or_sources_give_empty_results(device, check, shape) -> None:
+    wheres = ["host"] if device == "cpu" else ["host", "pinned", "device"]
+    for where in wheres:
+        src = torch.zeros(shape)
+        src = src.pin_memory() if where == "pinned" else src.to("cuda") \
+            if where == "device" else src
+        ids = torch.zeros(0, dtype=torch.int64, device=device)
+        out = gather_rows(src, ids, check=check)
+        assert out.shape == (0, *shape[1:]) and out.dtype == src.dtype
+        assert out.device.type == (device if where == "host" else "cuda")
+        given = torch.empty((0, *shape[1:]), device=out.device)
+        assert gather_rows(src, ids, out=given, check=check) is given
+        if shape[0] == 0:  # ids into an empty table: an error, never an out-of-bounds read
+            with pytest.raises(IndexError, match="empty"):
+                gather_rows(src, torch.zeros(2, dtype=torch.int64, device=device),
+                            check=check)
+
+
+def test_zero_width_rows_gather(device) -> None:
+    src = torch.zeros(5, 0)
+    out = gather_rows(src.to(device), torch.tensor([4, 1], device=device))
+    assert out.shape == (2, 0)
