@@ -31,6 +31,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from graphsys._pinned import pin_inplace
 from graphsys.cuda import _runtime
 from graphsys.graph.csc import CSCGraph
 from graphsys.samplers import _kernels
@@ -294,8 +295,8 @@ class GPUNeighborSampler(NeighborSampler):
             arrays = (indptr, indices)  # the numba kernel reads host memory as it is
         elif self.graph_memory == "device":
             arrays = (indptr.to(device), indices.to(device))
-        else:
-            arrays = (indptr.pin_memory(), indices.pin_memory())
+        else:  # page-locked in place: a copy would hold a large graph twice
+            arrays = (pin_inplace(indptr), pin_inplace(indices))
         self._graph_cache = (key, arrays)
         return arrays
 
