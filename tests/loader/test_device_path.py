@@ -156,13 +156,8 @@ def test_graph_placement_and_dgl_style_moves(data) -> None:
         assert graph.pin_memory_() is graph and not graph.is_pinned()
 
 
-_needs_cuda = [pytest.mark.gpu,
-               pytest.mark.skipif(not graphsys.cuda.gpu_ready(), reason="needs CUDA and CuPy")]
-
-
 @pytest.mark.parametrize("how", ["to_device", "pinned", "use_uva", "no_uva"])
-@pytest.mark.parametrize("_gpu", [pytest.param(True, marks=_needs_cuda)])
-def test_gpu_device_path_equals_the_cpu_path(data, how, _gpu) -> None:
+def test_gpu_device_path_equals_the_cpu_path(data, how, cuda_device) -> None:
     """On a GPU: DGL's four spellings sample and gather there, with the CPU's batches."""
     graph = CSCGraph(data["graph"].indptr.clone(), data["graph"].indices.clone())
     kwargs: dict = {}

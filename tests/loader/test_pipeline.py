@@ -231,10 +231,8 @@ def test_cli_profile_writes_a_trace_and_says_where_time_went(dataset_dir: Path,
     assert set(STAGES) <= {e["name"] for e in events if e["ph"] == "X"}
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("mode", ["pipelined", "serial"])
-def test_copy_on_a_side_stream_gives_the_same_batches(graph, feats, mode) -> None:
+def test_copy_on_a_side_stream_gives_the_same_batches(graph, feats, mode, cuda_device) -> None:
     plain = make_loader(graph, feats, device="cuda")
     piped = PipelinedLoader(make_loader(graph, feats, device="cuda"), mode=mode)
     for _epoch in range(2):

@@ -9,7 +9,6 @@ from torch.nn import functional as F
 from graphsys.nn import GATConv, GraphConv, SAGEConv, edge_softmax
 from graphsys.samplers.block import Block
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 DTYPE = torch.float64
 
 
@@ -71,7 +70,6 @@ def sage_reference(conv: SAGEConv, adjacency, h_src, h_dst):
     return out + conv.bias
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("aggregator", ["mean", "gcn", "pool"])
 @pytest.mark.parametrize("in_feats,out_feats", [(7, 3), (3, 5)])
 def test_sage_matches_dense(device, aggregator, in_feats, out_feats):
@@ -121,7 +119,6 @@ def gcn_reference(conv: GraphConv, adjacency, h_src):
     return torch.diag(right) @ adjacency @ torch.diag(left) @ h_src @ weight + conv.bias
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("norm", ["both", "right", "left", "none"])
 @pytest.mark.parametrize("in_feats,out_feats", [(7, 3), (3, 5)])
 def test_graphconv_matches_dense(device, norm, in_feats, out_feats):
@@ -166,7 +163,6 @@ def gat_reference(conv: GATConv, adjacency, h_src, h_dst):
     return out + conv.bias.view(1, heads, dim)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("residual,in_feats", [(False, 5), (True, 5), (True, 6)])
 def test_gat_matches_dense(device, residual, in_feats):
     block = random_block(seed=6)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from graphsys.cuda import QuantizedRows, aggregation_error_bound, dequantize, gpu_ready, quantize
+from graphsys.cuda import QuantizedRows, aggregation_error_bound, dequantize, quantize
 from graphsys.datasets.synthetic import SyntheticConfig, generate_synthetic
 from graphsys.graph.dataset import load_dataset
 from graphsys.loader import DataLoader
@@ -128,9 +128,7 @@ def test_int8_training_reaches_float32_accuracy(tmp_path) -> None:
     assert abs(int8 - fp32) <= 0.03
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not gpu_ready(), reason="needs CUDA and CuPy")
-def test_quantized_sage_on_gpu_matches_cpu() -> None:
+def test_quantized_sage_on_gpu_matches_cpu(cuda_device) -> None:
     block = random_block()
     x = torch.randn(45, 24, generator=torch.Generator().manual_seed(5), requires_grad=True)
     torch.manual_seed(0)

@@ -125,8 +125,7 @@ def test_minibatch_is_a_three_tuple_and_moves():
     assert all(a is not b for a, b in zip(moved.blocks, blocks, strict=True))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_to_cuda_and_pin_memory():
+def test_to_cuda_and_pin_memory(cuda_device):
     block = sampled_blocks()[0]
     block.srcdata["feat"] = torch.randn(block.num_src_nodes(), 3)
     pinned = block.pin_memory()

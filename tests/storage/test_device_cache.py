@@ -24,7 +24,6 @@ from graphsys.storage.victim import VictimBuffer
 
 N, DIM, CAP = 1000, 5, 40
 POLICIES = ("degree", "frequency", "lru", "clock", "hybrid")
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 EMPTY = torch.empty(0, dtype=torch.int64)
 
 
@@ -157,7 +156,6 @@ def _check_read(cache: DeviceCache, feats: torch.Tensor, ids: torch.Tensor) -> C
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
 @pytest.mark.parametrize("name", POLICIES)
-@pytest.mark.parametrize("device", DEVICES)
 def test_reads_are_exact_on_random_and_adversarial_streams(name, dtype, device) -> None:
     feats = _features(dtype)
     for adversarial, stream in ((False, _random_stream(1)), (True, _adversarial_stream())):

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import graphsys
+from conftest import CUDA
 from graphsys.errors import DatasetError
 from graphsys.graph.csc import CSCGraph
 from graphsys.samplers.offline import offline_sample
@@ -71,8 +72,7 @@ def _loader(graph, **kw):
                                **args)
 
 
-@pytest.mark.parametrize("device", [None, "cpu", pytest.param("cuda", marks=[
-    pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")])])
+@pytest.mark.parametrize("device", [None, "cpu", CUDA])
 @pytest.mark.parametrize("use_cache", [False, True])
 def test_packed_store_reproduces_every_logged_batch(setup, tmp_path, use_cache, device) -> None:
     """``device=None``: the compiled host gather; ``cpu``/``cuda``: the device variant
