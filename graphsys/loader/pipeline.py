@@ -39,6 +39,7 @@ import torch
 
 from graphsys.loader.dataloader import DataLoader
 from graphsys.loader.trace import WAIT, StageTrace
+from graphsys.loader.streams import batch_tensors
 from graphsys.samplers.block import MiniBatch
 
 Mode = Literal["pipelined", "serial"]
@@ -55,16 +56,6 @@ class _End:
 
     def __init__(self, error: BaseException | None = None) -> None:
         self.error = error
-
-
-def _tensors_of(batch: MiniBatch) -> Iterator[torch.Tensor]:
-    yield batch.input_nodes
-    yield batch.output_nodes
-    for block in batch.blocks:
-        yield block.indptr
-        yield block.indices
-        for data in (block.srcdata, block.dstdata, block.edata):
-            yield from data.values()
 
 
 class PipelinedLoader:
@@ -124,7 +115,7 @@ class PipelinedLoader:
         if event is not None:
             current = torch.cuda.current_stream(self.loader.device)
             current.wait_event(event)
-            for t in _tensors_of(batch):
+            for t in batch_tensors(batch):
                 if t.is_cuda:
                     # Allocated on the side stream: without this the allocator could hand
                     # the memory to the next copy while compute still reads it.
