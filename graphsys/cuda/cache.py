@@ -233,8 +233,13 @@ def last_occurrences(slots: torch.Tensor) -> torch.Tensor | None:
                       ).scatter_reduce_(0, inverse, position, "amax")
 
 
-def scatter_rows(rows: torch.Tensor, slots: torch.Tensor, fetched: torch.Tensor) -> None:
+def scatter_rows(rows: torch.Tensor, slots: torch.Tensor, fetched: torch.Tensor, *,
+                 check: bool = True, distinct: bool = False) -> None:
     """``rows[slots[i]] = fetched[i]`` in place.
+
+    ``check=False`` skips the range check and ``distinct=True`` the deduplication (each
+    costs a device sync on the GPU): for callers whose slots are valid and distinct by
+    construction, such as the device cache's admissions.
 
     A slot given more than once receives the row of its **last** occurrence, on every
     path: the slots are deduplicated with torch operations before the copy, so no two
@@ -266,8 +271,9 @@ def scatter_rows(rows: torch.Tensor, slots: torch.Tensor, fetched: torch.Tensor)
                          f"{slots.numel()} slots of {tuple(rows.shape[1:])}")
     if fetched.dtype != rows.dtype:
         raise TypeError(f"fetched rows are {fetched.dtype}, the table {rows.dtype}")
-    _check_range(slots, rows.shape[0], "slots")
-    keep = last_occurrences(slots)  # on rows's device, like slots
+    if check:
+        _check_range(slots, rows.shape[0], "slots")
+    keep = None if distinct else last_occurrences(slots)  # on rows's device, like slots
     if (_runtime.use_gpu(rows) and rows.is_contiguous() and fetched.is_contiguous()
             and (fetched.is_cuda or fetched.is_pinned())):
         if keep is None:
@@ -282,10 +288,11 @@ def scatter_rows(rows: torch.Tensor, slots: torch.Tensor, fetched: torch.Tensor)
 
 
 def assign_slots(slot_of: torch.Tensor, id_of: torch.Tensor, ids: torch.Tensor,
-                 slots: torch.Tensor) -> None:
+                 slots: torch.Tensor, *, check: bool = True) -> None:
     """Give ``slots[i]`` to ``ids[i]``, evicting the nodes that held them (in place).
 
     ``ids`` must be distinct, not already resident, and ``slots`` distinct.
+    ``check=False`` skips the range checks (two device syncs on the GPU).
 
     Example:
         >>> slot_of = torch.tensor([0, -1, -1], dtype=torch.int32)
@@ -299,8 +306,9 @@ def assign_slots(slot_of: torch.Tensor, id_of: torch.Tensor, ids: torch.Tensor,
     slots = _ids(slots, slot_of.device)
     if ids.numel() != slots.numel():
         raise ValueError(f"{ids.numel()} ids but {slots.numel()} slots")
-    _check_range(ids, slot_of.numel(), "ids")
-    _check_range(slots, id_of.numel(), "slots")
+    if check:
+        _check_range(ids, slot_of.numel(), "ids")
+        _check_range(slots, id_of.numel(), "slots")
     if _runtime.use_gpu(slot_of) and ids.numel():
         n = np.int64(ids.numel())
         device = slot_of.device

@@ -324,20 +324,24 @@ class DeviceCache(StoreBase):
         picks, slots, own_keys = self._choose(dev_cand)
         if picks.numel() == 0:
             return 0
-        old = self.id_of[slots]
-        occupied = old >= 0
+        # One device->host copy tells the host who is evicted and who comes in: the victim
+        # buffer and the counters live there.
+        old_host, picks_host = torch.stack((self.id_of[slots], picks)).cpu()
+        occupied = old_host >= 0
         if bool(occupied.any()):
-            gone = old[occupied]
+            gone = old_host[occupied]
+            held = self._positions(occupied)
             if self.victim is not None:
-                self.victim.put(gone.cpu(), self.rows[slots[occupied]])
+                self.victim.put(gone, self.rows.index_select(0, slots.index_select(0, held)))
             self.counters.evicted += gone.numel()
-            self.policy.evicted(slots[occupied], own_keys[occupied])
+            self.policy.evicted(slots.index_select(0, held), own_keys.index_select(0, held))
         new = dev_cand[picks]
         self.pinned[slots] = False  # a pin belongs to the row, not to its slot
-        slot_ops.scatter_rows(self.rows, slots, cand_rows[picks])
-        slot_ops.assign_slots(self.slot_of, self.id_of, new, slots)
+        # Slots and ids come from the ranking: in range and distinct by construction.
+        slot_ops.scatter_rows(self.rows, slots, cand_rows[picks], check=False, distinct=True)
+        slot_ops.assign_slots(self.slot_of, self.id_of, new, slots, check=False)
         if self.victim is not None:
-            self.victim.discard(new.cpu())
+            self.victim.discard(cand[picks_host])
         self.policy.admitted(new, slots, self.step)
         self.counters.inserted += new.numel()
         return new.numel()
