@@ -303,6 +303,7 @@ class GPUNeighborSampler(NeighborSampler):
     def sample(self, graph: CSCGraph, seeds: object, *, key: int | None = None) -> MiniBatch:
         if not isinstance(graph, CSCGraph):
             raise TypeError(f"graph must be a graphsys CSCGraph, got {type(graph).__name__}")
+        graph.ensure_valid()  # once per graph: the kernels do not bounds-check
         dst = as_node_ids(seeds, graph.num_nodes(), "seeds")
         if not _kernels.all_distinct(dst):
             raise ValueError("seeds contain duplicate node ids; pass each seed once")

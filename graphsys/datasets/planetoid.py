@@ -58,10 +58,33 @@ class NodeClassificationData:
             return writer.finish(num_classes=self.num_classes)
 
 
+#: Planetoid feature matrices are at most a few hundred MB dense (PubMed: 19717 x 500).
+_MAX_DENSE_BYTES = 8 << 30
+
+
 def _dense(matrix: object, path: Path) -> np.ndarray:
     import scipy.sparse as sp
 
     if sp.issparse(matrix):
+        # A crafted matrix (an index past its shape) would make todense() write out of
+        # bounds: check every invariant first, with scipy's own full check.
+        try:
+            if matrix.format not in ("csr", "csc", "coo"):
+                raise ValueError(f"unexpected sparse format {matrix.format!r}")
+            rows, cols = (int(d) for d in matrix.shape)
+            if matrix.format == "coo":
+                if matrix.nnz and (matrix.row.min() < 0 or matrix.row.max() >= rows
+                                   or matrix.col.min() < 0 or matrix.col.max() >= cols):
+                    raise ValueError("an entry lies outside the matrix's shape")
+            else:
+                matrix.check_format(full_check=True)
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise InputFormatError(f"{path} holds a damaged sparse matrix ({exc}); use the "
+                                   "original Planetoid files") from None
+        if rows * cols * 4 > _MAX_DENSE_BYTES:
+            raise InputFormatError(f"{path} holds a {rows} x {cols} matrix, "
+                                   f"{rows * cols * 4 / 2**30:.0f} GiB dense: not a Planetoid "
+                                   "feature matrix; use the original files")
         return np.asarray(matrix.todense(), dtype=np.float32)
     if isinstance(matrix, np.ndarray) and matrix.ndim == 2:
         return matrix.astype(np.float32)

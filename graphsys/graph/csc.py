@@ -62,6 +62,7 @@ class CSCGraph:
             raise InputFormatError("indices must be a 1-D array")
         if self.indices.dtype not in (torch.int32, torch.int64):
             raise InputFormatError(f"indices must be int32 or int64, got {self.indices.dtype}")
+        self._valid = False  # set by ensure_valid() after a full check
         first, last = int(self.indptr[0]), int(self.indptr[-1])
         if first != 0 or last != self.indices.numel():
             raise InputFormatError(
@@ -104,6 +105,7 @@ class CSCGraph:
             return self
         graph = object.__new__(CSCGraph)  # the arrays were checked at construction
         graph.indptr, graph.indices = self.indptr.to(device), self.indices.to(device)
+        graph._valid = self._valid
         return graph
 
     def pin_memory_(self) -> CSCGraph:
@@ -116,6 +118,15 @@ class CSCGraph:
 
     def is_pinned(self) -> bool:
         return bool(self.indptr.is_pinned() and self.indices.is_pinned())
+
+    def ensure_valid(self) -> CSCGraph:
+        """:meth:`validate` once per graph: the samplers call it before their compiled
+        kernels index ``indptr``/``indices`` without bounds checks (a damaged index
+        would otherwise crash the process rather than raise)."""
+        if not getattr(self, "_valid", False):
+            self.validate()
+            self._valid = True
+        return self
 
     def validate(self) -> None:
         """Check that ``indptr`` never decreases and every index is a node id."""

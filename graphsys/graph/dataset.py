@@ -116,7 +116,8 @@ class Dataset:
     @cached_property
     def graph(self) -> CSCGraph:
         try:
-            return CSCGraph(self._tensor("indptr"), self._tensor("indices"))
+            # One O(N + E) pass at load: a flipped byte must raise here, not crash a kernel.
+            return CSCGraph(self._tensor("indptr"), self._tensor("indices")).ensure_valid()
         except ValueError as exc:
             raise DatasetError(
                 f"{self.root}: the graph arrays are inconsistent ({exc}); the dataset is "

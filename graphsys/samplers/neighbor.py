@@ -102,6 +102,7 @@ class NeighborSampler:
         if not isinstance(graph, CSCGraph):
             raise TypeError(f"graph must be a graphsys CSCGraph, got {type(graph).__name__}; "
                             "convert with graphsys.graph.interop.from_dgl / from_pyg")
+        graph.ensure_valid()  # once per graph: the kernel does not bounds-check
         dst = as_node_ids(seeds, graph.num_nodes(), "seeds")
         if not _kernels.all_distinct(dst):
             raise ValueError("seeds contain duplicate node ids; pass each seed once")

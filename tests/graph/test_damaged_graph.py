@@ -1,0 +1,88 @@
+"""A damaged graph raises one clear error, never crashes a compiled kernel (issue 15)."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+import graphsys
+from graphsys import CSCGraph, InputFormatError, NeighborSampler
+from graphsys.cuda import GPUNeighborSampler
+from graphsys.datasets.planetoid import read_planetoid
+from graphsys.datasets.synthetic import SyntheticConfig, generate_synthetic
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dmg") / "syn"
+    generate_synthetic(out, SyntheticConfig(num_nodes=500, num_edges=4000, feat_dim=8,
+                                            num_classes=3, seed=1), progress=False)
+    return out
+
+
+def _damaged(dataset_dir, tmp_path, key, position, value):
+    root = tmp_path / "copy"
+    shutil.copytree(dataset_dir, root)
+    entry = graphsys.load_dataset(root).manifest.arrays[key]
+    array = np.memmap(root / entry.path, dtype=entry.dtype, mode="r+")
+    array[position] = value
+    array.flush()
+    del array
+    return root
+
+
+def _train(root):
+    return subprocess.run([sys.executable, "-m", "graphsys", "train", str(root), "--epochs", "1",
+                           "--eval-every", "0", "--fanouts", "3,3", "--no-progress"],
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("key,where,value", [
+    ("indices", 17, 10**9),   # a source id far outside the graph
+    ("indices", -1, -5),      # a negative id
+    ("indptr", 100, 10**7),   # indptr no longer monotone
+])
+def test_train_on_a_damaged_graph_exits_2_with_one_line(dataset_dir, tmp_path, key, where,
+                                                        value) -> None:
+    root = _damaged(dataset_dir, tmp_path, key, where, value)
+    result = _train(root)
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and str(root) in lines[0] and "damaged" in lines[0], lines
+    assert _train(dataset_dir).returncode == 0  # the intact dataset still trains
+
+
+def test_hand_built_graph_is_checked_before_the_kernels() -> None:
+    indptr = torch.tensor([0, 2, 3, 3], dtype=torch.int64)
+    indices = torch.tensor([1, 2, 10**9], dtype=torch.int64)  # ends are right, an id is not
+    graph = CSCGraph(indptr, indices)
+    for sampler in (NeighborSampler([2]), GPUNeighborSampler([2])):
+        with pytest.raises(InputFormatError, match="node ids"):
+            sampler.sample(graph, [0, 1])
+    good = CSCGraph(indptr, torch.tensor([1, 2, 0]))
+    batch = NeighborSampler([2]).sample(good, [0, 1])  # and a valid one samples
+    assert sorted(batch.input_nodes.tolist()) == [0, 1, 2]
+
+
+def test_crafted_planetoid_sparse_matrix_is_refused(planetoid_dir, tmp_path) -> None:
+    """A CSR matrix of allow-listed types whose column index is 10**9: scipy's todense()
+    would write out of bounds; the reader refuses it first."""
+    raw = tmp_path / "raw"
+    shutil.copytree(planetoid_dir, raw)
+    matrix = sp.csr_matrix(np.eye(3, dtype=np.float32))
+    matrix.indices[1] = 10**9
+    (raw / "ind.cora.tx").write_bytes(pickle.dumps(matrix, protocol=2))
+    with pytest.raises(InputFormatError, match=r"ind\.cora\.tx holds a damaged sparse matrix"):
+        read_planetoid(raw, "cora")
+    result = subprocess.run([sys.executable, "-m", "graphsys", "prepare", "planetoid",
+                             "--raw", str(raw), "--out", str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "ind.cora.tx" in result.stderr
+    assert not (tmp_path / "out").exists()
