@@ -402,6 +402,11 @@ def _train(args: argparse.Namespace) -> int:
     if wants_parallel(args):
         trainer = parallel_trainer(dataset, config, args)
     else:
+        for flag, value in (("--checkpoint-every", args.checkpoint_every),
+                            ("--shared-cache", args.shared_cache)):
+            if value:  # options of the parallel trainer only: never silently ignored
+                raise TrainingConfigError(f"{flag} applies to torchrun or --pipeline runs; "
+                                          f"add --pipeline serial, or drop {flag}")
         trainer = Trainer(dataset, config, out_dir=args.out,
                           log=lambda line: print(line, flush=True))
     if args.resume:

@@ -41,3 +41,11 @@ class TrainingConfigError(GraphsysError, ValueError):
 
 class BudgetError(GraphsysError, ValueError):
     """A memory budget too small for the work asked (e.g. smaller than one batch)."""
+
+
+class TrainingDivergedError(GraphsysError):
+    """The loss became NaN or infinite: the run stops and keeps its last good checkpoint."""
+
+
+class RunExistsError(GraphsysError, FileExistsError):
+    """An output directory already holds a training run that a new run would overwrite."""

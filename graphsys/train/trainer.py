@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -16,7 +17,13 @@ import torch.nn.functional as F
 
 from graphsys._progress import progress_bar
 from graphsys._sizes import format_size
-from graphsys.errors import TrainingConfigError
+from graphsys._atomic import atomic_write_bytes
+from graphsys.errors import (
+    CheckpointError,
+    RunExistsError,
+    TrainingConfigError,
+    TrainingDivergedError,
+)
 from graphsys.train.checkpoint import load_checkpoint, save_checkpoint
 from graphsys.loader.device_path import GRAPH_MEMORY
 from graphsys.train.feature_setup import (
@@ -92,8 +99,21 @@ class TrainConfig:
         if self.feature_norm not in FEATURE_NORMS:
             raise TrainingConfigError(f"feature_norm={self.feature_norm!r} is unknown; choose "
                                       f"one of {', '.join(FEATURE_NORMS)}")
-        if self.lr <= 0:
-            raise TrainingConfigError(f"lr={self.lr} must be > 0")
+        for name in ("lr", "weight_decay"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):
+                raise TrainingConfigError(f"{name}={value} must be a finite number "
+                                          f"{'> 0' if name == 'lr' else '>= 0'}, e.g. "
+                                          f"--{name.replace('_', '-')} "
+                                          f"{0.005 if name == 'lr' else 0.0005}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) \
+                or not 0 <= self.seed < 2**63:
+            raise TrainingConfigError(f"seed={self.seed!r} must be an integer in [0, 2**63)")
+        try:
+            torch.device(self.device)
+        except (RuntimeError, TypeError, ValueError):
+            raise TrainingConfigError(f"device={self.device!r} is unknown; pass cpu, cuda or "
+                                      "cuda:N") from None
         if self.storage not in STORAGE_KINDS:
             raise TrainingConfigError(f"storage={self.storage!r} is unknown; choose one of "
                                       f"{', '.join(STORAGE_KINDS)}")
@@ -243,11 +263,29 @@ class Trainer:
             "frozen_layers": self.frozen_layers,
         })
 
+    #: Options a resumed run must share with the run it continues (the others, such as
+    #: epochs, evaluation, storage and device, may change between the two).
+    RESUME_KEEPS = ("model", "fanouts", "hidden", "batch_size", "lr", "weight_decay",
+                    "dropout", "num_heads", "seed", "feature_norm")
+
+    def _check_resumed_config(self, saved: dict[str, Any]) -> None:
+        now = asdict(self.config)
+        for key in self.RESUME_KEEPS:
+            want, got = saved.get(key), now[key]
+            if isinstance(got, tuple):
+                got = list(got)
+            if key in saved and want != got:
+                raise CheckpointError(
+                    f"{self.checkpoint_path} was trained with {key}={want}, this run asks "
+                    f"for {key}={got}; resume with the same options, or start a new run in "
+                    "another --out")
+
     def resume(self) -> int:
         """Load ``out_dir/checkpoint.pt``; return the epoch training continues from."""
         if self.checkpoint_path is None:
             raise TrainingConfigError("resume needs an output directory (--out)")
         state = load_checkpoint(self.checkpoint_path, identity=self._identity())
+        self._check_resumed_config(state.get("config", {}))
         self.model.load_state_dict(state["model"])
         if state.get("frozen_layers", 0):
             if self.freezer is None:
@@ -280,18 +318,29 @@ class Trainer:
                 logits = self.model(blocks, x) if self.freezer is None \
                     else self.freezer.forward(self.model, blocks, x)
                 loss = F.cross_entropy(logits, y)
+                value = float(loss.detach())
+                if not math.isfinite(value):  # before the step: the weights stay finite
+                    raise TrainingDivergedError(self._diverged(epoch, bar.n, value))
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
                 n = len(output_nodes)
-                total_loss += float(loss.detach()) * n
+                total_loss += value * n
                 correct += int((logits.argmax(1) == y).sum())
                 seen += n
                 edges += sum(b.num_edges() for b in blocks)
                 bar.update(1)
-                bar.set_postfix(loss=f"{float(loss.detach()):.3f}",
+                bar.set_postfix(loss=f"{value:.3f}",
                                 seeds_per_s=f"{seen / (time.perf_counter() - start):.0f}")
         return total_loss / seen, correct / seen, time.perf_counter() - start, seen, edges
+
+    def _diverged(self, epoch: int, batch: int, value: float) -> str:
+        kept = (f"the last good checkpoint {self.checkpoint_path} (epoch "
+                f"{len(self.history) - 1}) is kept" if self.checkpoint_path is not None
+                and self.checkpoint_path.is_file() else "no checkpoint was written")
+        return (f"the loss is {value} at epoch {epoch}, batch {batch}: the features or labels "
+                f"hold NaN/inf (run graphsys verify) or --lr {self.config.lr} is too high; "
+                f"{kept}")
 
     def evaluate(self, ids_list: list[np.ndarray]) -> list[float]:
         """Accuracy on each id set, from one layer-wise full-neighbour inference."""
@@ -321,7 +370,10 @@ class Trainer:
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             if self.start_epoch == 0:
-                (self.out_dir / METRICS_NAME).unlink(missing_ok=True)
+                self._refuse_to_overwrite()
+            # The checkpoint's history is the truth: a crash between saving it and
+            # appending a metrics line must not leave the file short or doubled.
+            self._write_metrics()
         for epoch in range(self.start_epoch, c.epochs):
             if self.freezer is not None:  # may swap train_features for a frozen cache
                 self.freezer.before_epoch(self, epoch)
@@ -349,11 +401,22 @@ class Trainer:
                                    hit_rate)
             self.history.append(metrics)
             self.log(format_epoch(metrics))
+            self.save(epoch + 1)  # first the checkpoint, then the line that reports it
             if self.out_dir is not None:
                 with open(self.out_dir / METRICS_NAME, "a") as handle:
                     handle.write(json.dumps(asdict(metrics)) + "\n")
-            self.save(epoch + 1)
         return self.result()
+
+    def _refuse_to_overwrite(self) -> None:
+        """A fresh run never replaces the run another one left in ``out_dir``."""
+        held = [n for n in (CHECKPOINT_NAME, METRICS_NAME) if (self.out_dir / n).is_file()]
+        if held:
+            raise RunExistsError(f"{self.out_dir} already holds a run ({', '.join(held)}); "
+                                 "pass --resume to continue it, or another --out")
+
+    def _write_metrics(self) -> None:
+        lines = "".join(json.dumps(asdict(m)) + "\n" for m in self.history)
+        atomic_write_bytes(self.out_dir / METRICS_NAME, lines.encode())
 
     @property
     def frozen_layers(self) -> int:

@@ -1,0 +1,72 @@
+"""A run is never overwritten, never resumed with other options, and stops on NaN."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import graphsys
+from graphsys.datasets.synthetic import SyntheticConfig, generate_synthetic
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("safe") / "syn"
+    generate_synthetic(out, SyntheticConfig(num_nodes=400, num_edges=3000, feat_dim=8,
+                                            num_classes=3, seed=2), progress=False)
+    return out
+
+
+def _train(root, *extra):
+    result = subprocess.run([sys.executable, "-m", "graphsys", "train", str(root), "--epochs",
+                             "1", "--eval-every", "0", "--fanouts", "3,3", "--no-progress",
+                             *map(str, extra)], capture_output=True, text=True, timeout=300)
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    return result.returncode, errors
+
+
+def test_an_existing_run_is_never_overwritten(dataset_dir, tmp_path) -> None:
+    out = tmp_path / "run"
+    assert _train(dataset_dir, "--out", out)[0] == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    rc, errors = _train(dataset_dir, "--out", out)
+    assert rc == 2 and len(errors) == 1 and "already holds a run" in errors[0]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    rc, errors = _train(dataset_dir, "--out", out, "--lr", "0.01", "--resume", "--epochs", 2)
+    assert rc == 2 and "lr=0.005" in errors[0] and "lr=0.01" in errors[0]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    rc, _ = _train(dataset_dir, "--out", out, "--resume", "--epochs", 2)
+    assert rc == 0
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [0, 1]
+
+
+def test_nan_features_stop_the_run_with_one_line(dataset_dir, tmp_path) -> None:
+    root = tmp_path / "nan"
+    shutil.copytree(dataset_dir, root)
+    dataset = graphsys.load_dataset(root)
+    entry = dataset.manifest.arrays["features"]
+    features = np.memmap(root / entry.path, dtype=entry.dtype, mode="r+", shape=entry.shape)
+    features[dataset.train_idx[:5]] = np.nan  # the first batch is sure to hold one
+    features.flush()
+    del features
+    out = tmp_path / "run"
+    rc, errors = _train(root, "--out", out)
+    assert rc == 2 and len(errors) == 1, errors
+    assert "loss is nan" in errors[0] and "graphsys verify" in errors[0]
+    assert not (out / "checkpoint.pt").exists()  # no all-NaN checkpoint
+
+
+@pytest.mark.parametrize("flag,value,named", [
+    ("--lr", "nan", "lr=nan"), ("--lr", "inf", "lr=inf"), ("--lr", "0", "lr=0"),
+    ("--weight-decay", "-1", "weight_decay=-1"), ("--seed", "-1", "seed=-1"),
+    ("--device", "bogus", "device='bogus'"), ("--checkpoint-every", "5", "--checkpoint-every"),
+])
+def test_bad_options_give_one_line_and_exit_2(dataset_dir, flag, value, named) -> None:
+    rc, errors = _train(dataset_dir, flag, value)
+    assert rc == 2 and len(errors) == 1 and named in errors[0], errors
