@@ -110,44 +110,10 @@ def seed_batches(train_idx: np.ndarray, args: argparse.Namespace) -> np.ndarray:
 
 
 # -- graphsys, in this process ---------------------------------------------------------
-class _StubNeighborSampler:
-    """Bench-local stand-in used only while graphsys.samplers is not importable."""
-
-    def __init__(self, fanouts: list[int], seed: int = 0) -> None:
-        self.fanouts = fanouts
-        self.rng = np.random.default_rng(seed)
-
-    def sample(self, graph, seeds):  # noqa: ANN001, ANN201 - mirrors the real signature
-        from types import SimpleNamespace
-
-        indptr, indices = graph.indptr.numpy(), graph.indices.numpy()
-        dst = seeds.numpy()
-        blocks = []
-        for fanout in reversed(self.fanouts):
-            deg = indptr[dst + 1] - indptr[dst]
-            take = np.minimum(deg, fanout)
-            rows = np.repeat(np.arange(len(dst)), take)
-            # Offsets with replacement; close enough for a stand-in.
-            offs = (self.rng.random(len(rows)) * deg[rows]).astype(np.int64)
-            src = indices[indptr[dst][rows] + offs].astype(np.int64)
-            uniq, inverse = np.unique(np.concatenate([dst, src]), return_inverse=True)
-            src_nodes = np.concatenate([dst, np.setdiff1d(uniq, dst)])
-            del inverse
-            n_edges, n_src = len(src), len(src_nodes)
-            blocks.append(SimpleNamespace(num_edges=lambda n=n_edges: n,
-                                          num_src_nodes=lambda n=n_src: n))
-            dst = src_nodes
-        blocks.reverse()
-        return SimpleNamespace(blocks=blocks)
-
-
 def graphsys_sampler(fanouts: list[int]) -> tuple[object, str]:
-    try:
-        from graphsys.samplers import NeighborSampler
-    except ImportError:
-        print("WARNING: graphsys.samplers.NeighborSampler is not importable; timing a "
-              "STUB, not graphsys", file=sys.stderr)
-        return _StubNeighborSampler(fanouts, seed=0), "stub"
+    """graphsys's sampler; the bench has no stand-in (a failed import is a failed run)."""
+    from graphsys.samplers import NeighborSampler
+
     return NeighborSampler(fanouts, seed=0), "graphsys.samplers.NeighborSampler"
 
 
@@ -330,7 +296,7 @@ def run(args: argparse.Namespace) -> dict:
                                     theirs_s["edges_per_s_by_round"], strict=True)]
     try:
         layer = numba.threading_layer()
-    except ValueError:  # no parallel kernel ran (the stub)
+    except ValueError:  # no parallel kernel ran
         layer = None
     return {
         "name": "sampling-quick" if args.quick else "sampling",
@@ -377,8 +343,6 @@ def run(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     result = run(args)
-    if result["graphsys_sampler"] == "stub" and args.results == RESULTS / "sampling.json":
-        args.results = RESULTS / "sampling-stub.json"
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(result, indent=2) + "\n")
     png = args.results.with_suffix(".png")
@@ -409,8 +373,6 @@ def main(argv: list[str] | None = None) -> None:
           f"(sampled edges differ by {100 * result['sampled_edges_rel_diff']:+.2f}%)")
     print(f"load average at start/end: {result['machine']['load_average_at_start'][0]}/"
           f"{result['machine']['load_average_at_end'][0]} on {os.cpu_count()} cores")
-    if result["graphsys_sampler"] == "stub":
-        print("WARNING: graphsys side is the bench-local STUB sampler")
     print(f"results: {args.results}, {png}")
 
 
