@@ -82,7 +82,7 @@ def _fsync_tree(root: Path) -> None:
 
 
 def remove_stale_partials(final: Path) -> list[Path]:
-    """Delete partial directories of ``final`` left by writers that are no longer alive."""
+    """Delete partial files or directories of ``final`` left by writers no longer alive."""
     removed = []
     if not final.parent.is_dir():
         return removed
@@ -93,7 +93,10 @@ def remove_stale_partials(final: Path) -> list[Path]:
         pid_text = candidate.name[len(prefix) :].split("-", 1)[0]
         if pid_text.isdigit() and psutil.pid_exists(int(pid_text)):
             continue
-        shutil.rmtree(candidate, ignore_errors=True)
+        if candidate.is_dir() and not candidate.is_symlink():
+            shutil.rmtree(candidate, ignore_errors=True)
+        else:
+            candidate.unlink(missing_ok=True)
         removed.append(candidate)
     return removed
 

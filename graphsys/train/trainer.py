@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from graphsys._progress import progress_bar
 from graphsys._sizes import format_size
-from graphsys._atomic import atomic_write_bytes
+from graphsys._atomic import atomic_write_bytes, remove_stale_partials
 from graphsys.errors import (
     CheckpointError,
     RunExistsError,
@@ -369,6 +369,8 @@ class Trainer:
         c = self.config
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            for name in (CHECKPOINT_NAME, METRICS_NAME):  # left by a run killed mid-write
+                remove_stale_partials(self.out_dir / name)
             if self.start_epoch == 0:
                 self._refuse_to_overwrite()
             # The checkpoint's history is the truth: a crash between saving it and

@@ -32,7 +32,12 @@ def _train(root, *extra):
 
 def test_an_existing_run_is_never_overwritten(dataset_dir, tmp_path) -> None:
     out = tmp_path / "run"
+    out.mkdir()
+    # What a run killed while writing its checkpoint leaves (pid 2**22 + 1 is not alive).
+    stale = out / f".checkpoint.pt.partial-{2**22 + 1}-deadbeef"
+    stale.write_bytes(b"half a checkpoint")
     assert _train(dataset_dir, "--out", out)[0] == 0
+    assert not stale.exists()
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     rc, errors = _train(dataset_dir, "--out", out)
     assert rc == 2 and len(errors) == 1 and "already holds a run" in errors[0]
