@@ -10,6 +10,7 @@ kernels can run (:func:`graphsys.cuda.gpu_ready`: torch sees a GPU and CuPy sees
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,10 @@ def cuda_device(request) -> str:
     """``"cuda"`` alone (marked ``gpu``; skipped unless the kernels can run)."""
     return request.param
 
-PLANETOID_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "planetoid"
+#: The Cora files: ``$GRAPHSYS_PLANETOID`` if set (as the README and scripts/run.sh say),
+#: else ``../shared/data/planetoid`` beside the checkout.
+PLANETOID_DIR = Path(os.environ.get("GRAPHSYS_PLANETOID") or
+                     Path(__file__).resolve().parents[1].parent / "shared" / "data" / "planetoid")
 
 
 @pytest.fixture

@@ -201,12 +201,17 @@ def test_unshuffled_epochs_resample(graph):
 
 
 def test_default_seed_follows_torch_manual_seed(graph):
-    def epoch():
-        torch.manual_seed(5)
-        return seeds_of(DataLoader(graph, torch.arange(NUM_NODES), NeighborSampler([2]),
-                                   batch_size=7, shuffle=True))
+    def loader(torch_seed):
+        torch.manual_seed(torch_seed)
+        return DataLoader(graph, torch.arange(NUM_NODES), NeighborSampler([2]), batch_size=7,
+                          shuffle=True)
 
-    assert epoch() == epoch()
+    # The loader's seed is the next draw of torch's generator (an independent reference)
+    torch.manual_seed(5)
+    first_draw = int(torch.randint(0, 2**31 - 1, ()).item())
+    assert loader(5).seed == first_draw
+    assert seeds_of(loader(5)) == seeds_of(loader(5))
+    assert seeds_of(loader(5)) != seeds_of(loader(6))  # a constant seed would fail here
 
 
 # -- background thread -----------------------------------------------------------------
