@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import torch
 from graphsys.errors import DatasetError
 from graphsys.graph.csc import CSCGraph
 from graphsys.graph.manifest import ArrayEntry, Manifest
-from graphsys.graph.zarr_io import open_array
+from graphsys.graph.zarr_io import missing_chunks, open_array
 
 
 class ZarrFeatures:
@@ -33,6 +34,12 @@ class ZarrFeatures:
                 f"{path} holds an array of shape {self.shape} and dtype {self.dtype.name}, "
                 f"the manifest says {entry.shape} and {entry.dtype}; re-create the dataset"
             )
+        missing = missing_chunks(path, self._array)
+        if missing:
+            raise DatasetError(
+                f"{path} lacks {len(missing)} chunk file(s) (first: {missing[0]}); their rows "
+                "would read as zeros: the dataset is damaged, re-create it with graphsys prepare"
+            )
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -40,18 +47,26 @@ class ZarrFeatures:
     def __getitem__(
         self, index: slice | torch.Tensor | np.ndarray | list[int] | int
     ) -> torch.Tensor:
-        if isinstance(index, slice):
-            return torch.from_numpy(np.ascontiguousarray(self._array[index]))
-        if isinstance(index, int):
-            return torch.from_numpy(np.ascontiguousarray(self._array[index]))
+        if isinstance(index, (slice, int)):
+            return torch.from_numpy(np.ascontiguousarray(self._read(lambda: self._array[index])))
         ids = index.cpu().numpy() if isinstance(index, torch.Tensor) else np.asarray(index)
         ids = ids.astype(np.int64, copy=False)
         if ids.size == 0:
             return torch.from_numpy(np.empty((0, *self.shape[1:]), dtype=self.dtype))
         if ids.min() < 0 or ids.max() >= self.shape[0]:
             raise IndexError(f"feature row ids must be in [0, {self.shape[0]})")
-        rows = self._array.get_orthogonal_selection((ids, slice(None)))
-        return torch.from_numpy(np.ascontiguousarray(rows))
+        return torch.from_numpy(np.ascontiguousarray(
+            self._read(lambda: self._array.get_orthogonal_selection((ids, slice(None))))))
+
+    def _read(self, read: Callable[[], np.ndarray]) -> np.ndarray:
+        try:
+            return read()
+        except (DatasetError, IndexError):
+            raise
+        except Exception as exc:  # a truncated or overwritten chunk fails to decompress
+            raise DatasetError(f"{self.path}: a chunk cannot be decoded ({type(exc).__name__}: "
+                               f"{exc}); the dataset is damaged, re-create it with graphsys "
+                               "prepare") from None
 
     def to_tensor(self) -> torch.Tensor:
         """Decompress every row into memory."""

@@ -36,6 +36,9 @@ def create_lz4_array(
             dtype=dtype,
             compressors=BloscCodec(cname=cname, clevel=clevel, shuffle=shuffle),
             fill_value=0,
+            # Every chunk on disk, even an all-zero one: a missing chunk then means
+            # damage (zarr would read it as zeros), which missing_chunks() can see.
+            config={"write_empty_chunks": True},
         )
     from numcodecs import Blosc
 
@@ -43,6 +46,7 @@ def create_lz4_array(
     return zarr.open_array(
         str(path), mode="w", shape=shape, chunks=chunks, dtype=dtype,
         compressor=Blosc(cname=cname, clevel=clevel, shuffle=modes[shuffle]), fill_value=0,
+        write_empty_chunks=True,
     )
 
 
@@ -57,3 +61,23 @@ def open_array(path: Path) -> Any:
     import zarr
 
     return zarr.open_array(str(path), mode="r")
+
+
+def missing_chunks(path: Path, array: Any) -> list[Path]:
+    """Chunk files of ``array`` (at ``path``) that are absent or empty on disk.
+
+    Arrays written by :func:`create_lz4_array` store every chunk, so one that is not
+    there was deleted or lost; zarr itself would serve it as fill values (zeros).
+    """
+    import itertools
+
+    grid = [range(-(-size // chunk)) for size, chunk in zip(array.shape, array.chunks)]
+    missing = []
+    for index in itertools.product(*grid):
+        file = chunk_file(path, index)
+        try:
+            if file.stat().st_size == 0:
+                missing.append(file)
+        except OSError:
+            missing.append(file)
+    return missing

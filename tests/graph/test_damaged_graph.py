@@ -86,3 +86,43 @@ def test_crafted_planetoid_sparse_matrix_is_refused(planetoid_dir, tmp_path) -> 
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "ind.cora.tx" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def zarr_dataset(tmp_path_factory):
+    from conftest import random_arrays, write_arrays
+
+    out = tmp_path_factory.mktemp("zarr") / "toy"
+    arrays = random_arrays(num_nodes=300, num_edges=2000, dim=6)
+    arrays["features"][:100] = 0  # a whole chunk of zeros is still written
+    write_arrays(out, arrays, storage="zarr", chunk_rows=50)
+    return out, arrays
+
+
+def _feature_chunks(root):
+    entry = graphsys.load_dataset(root).manifest.arrays["features"]
+    return sorted(p for p in (root / entry.path).rglob("*") if p.is_file()
+                  and not p.name.startswith(("zarr.json", ".z")))
+
+
+def test_zarr_chunks_all_written_and_read_back(zarr_dataset) -> None:
+    root, arrays = zarr_dataset
+    assert len(_feature_chunks(root)) == 6  # 300 rows / 50, the zero chunks included
+    got = graphsys.load_dataset(root).features[np.arange(300)].numpy()
+    np.testing.assert_array_equal(got, arrays["features"])
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate"])
+def test_damaged_zarr_chunk_is_named_not_read_as_zeros(zarr_dataset, tmp_path, damage) -> None:
+    root = tmp_path / "copy"
+    shutil.copytree(zarr_dataset[0], root)
+    chunk = _feature_chunks(root)[3]
+    if damage == "delete":
+        chunk.unlink()
+    else:
+        chunk.write_bytes(chunk.read_bytes()[:10])
+    with pytest.raises(graphsys.DatasetError, match="damaged"):
+        dataset = graphsys.load_dataset(root)
+        dataset.features[np.arange(300)]
+    result = _train(root)
+    assert result.returncode == 2 and "damaged" in result.stderr, result.stderr[-1500:]
