@@ -7,6 +7,7 @@ and read with direct I/O at aligned offsets; the manifest gives their dtype and 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -20,6 +21,14 @@ from graphsys.errors import DatasetError
 FORMAT_NAME = "graphsys.dataset"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+DIGEST_FIELD = "manifest_sha256"
+
+
+def manifest_digest(data: dict[str, Any]) -> str:
+    """SHA-256 of a manifest's fields (all but the digest), in canonical JSON."""
+    fields = {k: v for k, v in data.items() if k != DIGEST_FIELD}
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 #: Arrays every dataset has, by key.
 REQUIRED_ARRAYS = ("indptr", "indices", "features", "labels", "train_idx", "val_idx", "test_idx")
@@ -125,7 +134,11 @@ class Manifest:
         }
 
     def dumps(self) -> str:
-        return json.dumps(self.to_json(), indent=2, sort_keys=False) + "\n"
+        """The manifest as written: with ``manifest_sha256``, a digest of its own fields,
+        so an edit (a dtype that keeps the byte size, a shape) is caught at open."""
+        data = self.to_json()
+        data[DIGEST_FIELD] = manifest_digest(data)
+        return json.dumps(data, indent=2, sort_keys=False) + "\n"
 
     @classmethod
     def read(cls, root: str | os.PathLike) -> Manifest:
@@ -149,6 +162,13 @@ class Manifest:
             ) from exc
         if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
             raise DatasetError(f"{where} is not a graphsys dataset manifest")
+        # Manifests written before the digest existed have none; any written since must
+        # match it.
+        if DIGEST_FIELD in data and data[DIGEST_FIELD] != manifest_digest(data):
+            raise DatasetError(
+                f"{where} was edited after it was written (its {DIGEST_FIELD} does not match "
+                "its fields); the dataset cannot be trusted, re-create it with graphsys prepare"
+            )
         version = data.get("format_version")
         if version != FORMAT_VERSION:
             raise DatasetError(

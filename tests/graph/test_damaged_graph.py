@@ -126,3 +126,20 @@ def test_damaged_zarr_chunk_is_named_not_read_as_zeros(zarr_dataset, tmp_path, d
         dataset.features[np.arange(300)]
     result = _train(root)
     assert result.returncode == 2 and "damaged" in result.stderr, result.stderr[-1500:]
+
+
+def test_edited_manifest_is_refused(dataset_dir, tmp_path) -> None:
+    """float32 -> int32 keeps the byte size, so only the manifest's own digest sees it."""
+    import json
+
+    root = tmp_path / "copy"
+    shutil.copytree(dataset_dir, root)
+    data = json.loads((root / "manifest.json").read_text())
+    assert "manifest_sha256" in data
+    data["arrays"]["features"]["dtype"] = "int32"
+    data["features"]["dtype"] = "int32"
+    (root / "manifest.json").write_text(json.dumps(data, indent=2))
+    with pytest.raises(graphsys.DatasetError, match="edited"):
+        graphsys.load_dataset(root)
+    result = _train(root)
+    assert result.returncode == 2 and "edited" in result.stderr

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import random_arrays, write_arrays
+from graphsys.graph.manifest import manifest_digest
 
 import graphsys
 from graphsys import DatasetError, DatasetExistsError, DatasetWriter, load_dataset
@@ -111,8 +112,11 @@ def test_missing_array_and_manifest(toy_dataset):
 
 
 def _edit_manifest(path: Path, edit) -> None:
+    """Edit the manifest and sign it again: a wrong manifest that is consistent with its
+    own digest (a buggy writer), so the checks behind the digest are what must catch it."""
     data = json.loads((path / "manifest.json").read_text())
     edit(data)
+    data["manifest_sha256"] = manifest_digest(data)
     (path / "manifest.json").write_text(json.dumps(data))
 
 
@@ -142,7 +146,8 @@ def test_manifest_not_json_and_wrong_version(toy_dataset):
     manifest.write_text(text[:40])
     with pytest.raises(DatasetError, match="not valid JSON"):
         load_dataset(toy_dataset)
-    manifest.write_text(text.replace('"format_version": 1', '"format_version": 99'))
+    manifest.write_text(text)
+    _edit_manifest(toy_dataset, lambda d: d.update(format_version=99))
     with pytest.raises(DatasetError, match="format version 99"):
         load_dataset(toy_dataset)
 
