@@ -21,6 +21,7 @@ from __future__ import annotations
 import mmap
 import os
 import time
+import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from graphsys.errors import DatasetError
 from graphsys.samplers.offline import batch_position
 from graphsys.storage.base import StoreBase, close_quietly, torch_dtype
 from graphsys.storage.host_cache import HostCacheStore
-from graphsys.storage.packing import PackIndex, batch_digest, read_pack_index
+from graphsys.storage.packing import CHECKSUMS_NAME, PackIndex, batch_digest, read_pack_index
 
 
 @numba.njit(nogil=True, parallel=True, cache=True)
@@ -115,6 +116,14 @@ class PackedStore(StoreBase):
                          self.target or "cpu")
         self.host_cache = self._host_cache(source, host_cache)
         self.ids = np.fromfile(self.path / "ids.bin", dtype=np.int64)
+        # Per-segment CRC-32, checked as each segment is read (packs made before the
+        # checksums existed have none and are read unchecked).
+        crc_path = self.path / CHECKSUMS_NAME
+        self.checksums = np.fromfile(crc_path, dtype="<u4") if crc_path.is_file() else None
+        if self.checksums is not None and len(self.checksums) != self.index.num_segments:
+            raise DatasetError(f"{crc_path} holds {len(self.checksums)} checksums for "
+                               f"{self.index.num_segments} segments: the pack is damaged; "
+                               "re-pack")
         self.digests = np.fromfile(self.path / "batches.bin", dtype=np.uint64)
         try:
             self._fd = os.open(self.path / "rows.bin", os.O_RDONLY | getattr(os, "O_DIRECT", 0))
@@ -296,6 +305,11 @@ class PackedStore(StoreBase):
                     raise DatasetError(f"{self.path / 'rows.bin'} ended early: the pack is "
                                        "truncated; re-pack")
                 got += n
+            if self.checksums is not None and \
+                    zlib.crc32(view[:length]) != int(self.checksums[seg]):
+                raise DatasetError(f"segment {seg} of {self.path / 'rows.bin'} fails its "
+                                   "checksum: the pack is damaged; re-pack (graphsys pack "
+                                   "--overwrite)")
         return got, time.perf_counter() - start
 
     def read(self, ids: Any, out: torch.Tensor | None = None) -> torch.Tensor:

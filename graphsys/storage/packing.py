@@ -21,6 +21,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import zlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -164,6 +165,20 @@ def _locked(path: Path) -> Iterator[None]:
         handle.close()
 
 
+#: One CRC-32 per segment of ``rows.bin`` (padding included), uint32 little-endian.
+CHECKSUMS_NAME = "segments.crc32"
+
+
+def segment_checksums(rows_path: Path, index: PackIndex) -> np.ndarray:
+    """CRC-32 of every segment of ``rows_path``, read once, sequentially."""
+    crcs = np.zeros(index.num_segments, dtype="<u4")
+    with open(rows_path, "rb") as handle:
+        for seg in range(index.num_segments):
+            handle.seek(index.segment_byte_offsets[seg])
+            crcs[seg] = zlib.crc32(handle.read(index.segment_length(seg)))
+    return crcs
+
+
 def _write_file(path: Path, data: bytes) -> None:
     with open(path, "wb") as handle:
         handle.write(data)
@@ -237,6 +252,7 @@ def pack_features(log: SamplingLog, source: Any, out: str | os.PathLike, *,
                    max(1, chunk_bytes // row_bytes), progress)
         (work / "progress.json").unlink()
         (work / "plan.json").unlink()
+        _write_file(work / CHECKSUMS_NAME, segment_checksums(work / "rows.bin", index).tobytes())
         _write_file(work / "pack.json", plan_text.encode())
         fsync_dir(work)
         publish_directory(work, out, overwrite=overwrite)

@@ -211,3 +211,21 @@ def test_tensor_store_in_a_tier(setup) -> None:
     tiered = TieredStore([cache, disk])
     ids = torch.tensor([0, 1500, 9, 9, 1999])
     assert np.array_equal(tiered.read(ids).numpy(), feats[ids.numpy()])
+
+
+def test_flipped_byte_in_a_packed_segment_is_caught(setup, tmp_path) -> None:
+    graph, _feats, disk = setup
+    log = offline_sample(_loader(graph), epochs=[0])
+    index = pack_features(log, disk, tmp_path / "pack", segment_bytes=1500 * DIM * 4,
+                          chunk_bytes=300 * DIM * 4, progress=False)
+    assert index.num_segments > 1
+    rows = tmp_path / "pack" / "rows.bin"
+    data = bytearray(rows.read_bytes())
+    at = index.segment_byte_offsets[1] + 7  # inside segment 1, not in segment 0
+    data[at] ^= 0x40
+    rows.write_bytes(bytes(data))
+    store = PackedStore(tmp_path / "pack", source=disk, fingerprint=log.fingerprint)
+    loader = _loader(graph, features=store)
+    with pytest.raises(DatasetError, match="segment 1 of .*rows.bin fails its checksum"):
+        for _batch in loader:
+            pass
