@@ -20,6 +20,7 @@ from graphsys._sizes import format_size
 from graphsys._atomic import atomic_write_bytes, remove_stale_partials
 from graphsys.errors import (
     CheckpointError,
+    DatasetError,
     RunExistsError,
     TrainingConfigError,
     TrainingDivergedError,
@@ -167,6 +168,30 @@ def _labels_of(dataset: Any) -> torch.Tensor:
     return torch.as_tensor(labels).long()
 
 
+def _check_node_data(dataset: Any, num_nodes: int, labels: torch.Tensor,
+                     splits: dict[str, np.ndarray]) -> None:
+    """Labels and splits checked once, in O(N), before any kernel or loss indexes them
+    (a corrupt label otherwise ends in torch's 'Target 69 is out of bounds')."""
+    where = getattr(dataset, "root", getattr(dataset, "name", "the dataset"))
+    fix = "the dataset is damaged; run graphsys verify and re-create it"
+    num_classes = int(dataset.num_classes)
+    if labels.dim() != 1 or labels.numel() != num_nodes:
+        raise DatasetError(f"{where}: labels has shape {tuple(labels.shape)}, expected "
+                           f"({num_nodes},); {fix}")
+    if labels.numel():
+        low, high = int(labels.min()), int(labels.max())
+        if low < -1 or high >= num_classes:
+            raise DatasetError(f"{where}: labels hold {low if low < -1 else high}, outside "
+                               f"[-1, {num_classes}) for num_classes={num_classes}; {fix}")
+    for name, ids in splits.items():
+        if len(ids) and (int(ids.min()) < 0 or int(ids.max()) >= num_nodes):
+            bad = int(ids.min()) if int(ids.min()) < 0 else int(ids.max())
+            raise DatasetError(f"{where}: {name} holds node {bad}, outside [0, {num_nodes}); "
+                               f"{fix}")
+        if len(np.unique(ids)) != len(ids):
+            raise DatasetError(f"{where}: {name} lists a node twice; {fix}")
+
+
 def _epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7919 + 1) % (2**63)
 
@@ -212,6 +237,9 @@ class Trainer:
         if len(self.train_idx) == 0:
             raise TrainingConfigError(f"dataset {getattr(dataset, 'name', '?')!r} has no "
                                       "training nodes (empty train_idx)")
+        _check_node_data(dataset, self.graph.num_nodes(), self.labels,
+                         {"train_idx": self.train_idx, "val_idx": self.val_idx,
+                          "test_idx": self.test_idx})
         unlabelled = int((self.labels[self.train_idx] < 0).sum())
         if unlabelled:
             raise TrainingConfigError(f"{unlabelled} training nodes have no label (-1); "

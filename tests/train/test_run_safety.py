@@ -75,3 +75,23 @@ def test_nan_features_stop_the_run_with_one_line(dataset_dir, tmp_path) -> None:
 def test_bad_options_give_one_line_and_exit_2(dataset_dir, flag, value, named) -> None:
     rc, errors = _train(dataset_dir, flag, value)
     assert rc == 2 and len(errors) == 1 and named in errors[0], errors
+
+
+@pytest.mark.parametrize("key,position,value,named", [
+    ("labels", 7, 69, "labels hold 69"), ("labels", 3, -4, "labels hold -4"),
+    ("train_idx", 0, 10**6, "train_idx holds node 1000000"),
+    ("val_idx", 1, -2, "val_idx holds node -2"),
+])
+def test_corrupt_labels_and_splits_are_named(dataset_dir, tmp_path, key, position, value,
+                                             named) -> None:
+    """Damage that keeps the checksummed manifest intact but not the arrays' meaning
+    (verify would see the bytes; training must not end in a torch traceback)."""
+    root = tmp_path / "bad"
+    shutil.copytree(dataset_dir, root)
+    entry = graphsys.load_dataset(root).manifest.arrays[key]
+    array = np.memmap(root / entry.path, dtype=entry.dtype, mode="r+")
+    array[position] = value
+    array.flush()
+    del array
+    rc, errors = _train(root)
+    assert rc == 2 and len(errors) == 1 and named in errors[0], errors
