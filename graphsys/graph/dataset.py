@@ -168,8 +168,15 @@ class Dataset:
         return self._tensor("test_idx")
 
     def check_files(self) -> None:
-        """Check every array file exists with the size the manifest expects (no reading)."""
+        """Check every array file exists with the size the manifest expects (no reading),
+        and lies inside the dataset directory once symlinks are resolved."""
+        inside = self.root.resolve()
         for key, entry in self.manifest.arrays.items():
+            real = (self.root / entry.path).resolve()
+            if not real.is_relative_to(inside):
+                raise DatasetError(f"{self.root / entry.path} (array {key!r}) resolves to "
+                                   f"{real}, outside the dataset: a symlink leads out of it; "
+                                   "copy the file into the dataset or re-create it")
             if entry.storage == "raw":
                 _memmap_tensor(self.root, key, entry)
             elif not (self.root / entry.path).is_dir():

@@ -143,3 +143,19 @@ def test_edited_manifest_is_refused(dataset_dir, tmp_path) -> None:
         graphsys.load_dataset(root)
     result = _train(root)
     assert result.returncode == 2 and "edited" in result.stderr
+
+
+def test_symlink_out_of_the_dataset_is_refused(dataset_dir, tmp_path) -> None:
+    root = tmp_path / "copy"
+    shutil.copytree(dataset_dir, root)
+    entry = graphsys.load_dataset(root).manifest.arrays["labels"]
+    outside = tmp_path / "elsewhere.bin"
+    shutil.move(root / entry.path, outside)
+    (root / entry.path).symlink_to(outside)
+    with pytest.raises(graphsys.DatasetError, match="outside the dataset"):
+        graphsys.load_dataset(root)
+    inner = root / "labels_copy.bin"  # a link that stays inside is fine
+    shutil.copy(outside, inner)
+    (root / entry.path).unlink()
+    (root / entry.path).symlink_to(inner)
+    graphsys.load_dataset(root)
