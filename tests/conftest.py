@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from graphsys import CSCGraph, DatasetWriter
+from graphsys import load_dataset as graphsys_load
 from graphsys.cuda import gpu_ready
 
 _GPU_MARKS = [pytest.mark.gpu,
@@ -88,3 +89,18 @@ def toy_dataset(tmp_path: Path, toy_arrays: dict) -> Path:
     path = tmp_path / "toy"
     write_arrays(path, toy_arrays)
     return path
+
+
+def damaged_copy(dataset_dir: Path, out: Path, key: str, position, value) -> Path:
+    """A copy of a dataset at ``out`` with ``array[key][position] = value`` written into
+    its file (the manifest and its checksums left as they were)."""
+    import shutil
+
+    shutil.copytree(dataset_dir, out)
+    entry = graphsys_load(out).manifest.arrays[key]
+    array = np.memmap(out / entry.path, dtype=entry.dtype, mode="r+",
+                      shape=tuple(entry.shape))
+    array[position] = value
+    array.flush()
+    del array
+    return out

@@ -13,6 +13,7 @@ import scipy.sparse as sp
 import torch
 
 import graphsys
+from conftest import damaged_copy
 from graphsys import CSCGraph, InputFormatError, NeighborSampler
 from graphsys.cuda import GPUNeighborSampler
 from graphsys.datasets.planetoid import read_planetoid
@@ -28,14 +29,7 @@ def dataset_dir(tmp_path_factory):
 
 
 def _damaged(dataset_dir, tmp_path, key, position, value):
-    root = tmp_path / "copy"
-    shutil.copytree(dataset_dir, root)
-    entry = graphsys.load_dataset(root).manifest.arrays[key]
-    array = np.memmap(root / entry.path, dtype=entry.dtype, mode="r+")
-    array[position] = value
-    array.flush()
-    del array
-    return root
+    return damaged_copy(dataset_dir, tmp_path / "copy", key, position, value)
 
 
 def _train(root):

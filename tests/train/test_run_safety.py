@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import graphsys
+from conftest import damaged_copy
 from graphsys.datasets.synthetic import SyntheticConfig, generate_synthetic
 
 
@@ -86,12 +87,6 @@ def test_corrupt_labels_and_splits_are_named(dataset_dir, tmp_path, key, positio
                                              named) -> None:
     """Damage that keeps the checksummed manifest intact but not the arrays' meaning
     (verify would see the bytes; training must not end in a torch traceback)."""
-    root = tmp_path / "bad"
-    shutil.copytree(dataset_dir, root)
-    entry = graphsys.load_dataset(root).manifest.arrays[key]
-    array = np.memmap(root / entry.path, dtype=entry.dtype, mode="r+")
-    array[position] = value
-    array.flush()
-    del array
+    root = damaged_copy(dataset_dir, tmp_path / "bad", key, position, value)
     rc, errors = _train(root)
     assert rc == 2 and len(errors) == 1 and named in errors[0], errors
