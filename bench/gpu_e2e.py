@@ -12,7 +12,7 @@ batch 1024 and the same ``--batches`` seed batches and batch keys for every cont
   feature table straight into GPU memory (UVA);
 * ``device_path_cache``: the same, features read through a ``DeviceCache`` holding 10% of
   the rows on the GPU (static, highest out-degree first); its misses are read by UVA
-  from the pinned table (a bench-local store whose ``read`` is ``gather_rows``).
+  from the pinned table (a ``TensorStore`` of it, whose ``read_to`` is the UVA gather).
 
 Each contender trains a 2-layer GraphSAGE (same init seed, no dropout, Adam) for the same
 batches and records the loss of every batch; the losses must agree across contenders
@@ -60,27 +60,13 @@ from graphsys.loader import DataLoader  # noqa: E402
 from graphsys.cuda import GPUNeighborSampler, gather_rows  # noqa: E402
 from graphsys.nn import GraphSAGE  # noqa: E402
 from graphsys.samplers import NeighborSampler  # noqa: E402
-from graphsys.storage import DeviceCache, StoreBase, make_policy  # noqa: E402
+from graphsys.storage import DeviceCache, TensorStore, make_policy  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CONTENDERS = ("cpu_gather", "device_path", "device_path_cache", "dataloader_uva")
 TARGET_SPEEDUP = 3.0
 WARMUP_BATCHES = 3
 LOSS_RTOL, LOSS_ATOL = 1e-3, 1e-5
-
-
-class PinnedUVAStore(StoreBase):
-    """Rows of a (pinned) host tensor read by :func:`gather_rows` into ``device``: over
-    the bus by UVA when ``device`` is a GPU, ``index_select`` on the CPU."""
-
-    tier = "pinned-uva"
-
-    def __init__(self, tensor: torch.Tensor, device: torch.device) -> None:
-        super().__init__(tensor.shape[0], tensor.shape[1], tensor.dtype, device)
-        self.tensor = tensor
-
-    def _gather(self, ids: torch.Tensor, out: torch.Tensor) -> None:
-        gather_rows(self.tensor, ids.to(out.device, non_blocking=True), out=out, check=False)
 
 
 def block_bytes(mb) -> int:
@@ -123,7 +109,7 @@ class Contender:
         else:
             self.sampler = GPUNeighborSampler(fanouts, seed=seed, graph_memory="pinned")
         if name == "device_path_cache":
-            store = PinnedUVAStore(features, device)
+            store = TensorStore(features)  # pinned: the cache reads misses by UVA
             policy = make_policy("degree", degrees=graph.out_degrees())
             self.cache = DeviceCache(store, cache_rows * self.row_bytes, policy, device=device)
 

@@ -135,14 +135,6 @@ class DataLoader:
         self.epoch = 0
         self._sources: dict[str, tuple[Any, Any]] = {}
 
-    def describe(self) -> str:
-        """Which data path this loader takes, in words (``graphsys info`` prints it)."""
-        if self.path is None:
-            where = "CPU sampling, host gathers" + (
-                f", batches copied to {self.device}" if self.device.type != "cpu" else "")
-            return where
-        return self.path.describe()
-
     def _source(self, name: str) -> Any:
         """``features``/``labels`` as the device path reads them, prepared once per object
         (the trainer swaps ``features`` for a cache after building the loader)."""

@@ -31,7 +31,9 @@ import torch
 from graphsys import cuda
 from graphsys._pinned import pin_inplace
 from graphsys.graph.csc import CSCGraph
+from graphsys.loader.gather import gather_rows as host_gather
 from graphsys.samplers.neighbor import NeighborSampler
+from graphsys.storage.memory import TensorStore
 
 GraphMemory = Literal["pinned", "device"]
 GRAPH_MEMORY = ("pinned", "device")
@@ -56,9 +58,11 @@ class DevicePath:
         return self.device.type == "cuda"
 
     def describe(self) -> str:
-        where = "GPU" if self.on_gpu else "CPU twins of the GPU kernels"
-        rows = "UVA gather from pinned memory" if self.uva else "device-resident rows"
-        return f"sampling on the {where}, graph {self.graph_memory}, features by {rows}"
+        """The path in words (``graphsys info`` and the first line of a run print it)."""
+        where = "GPU kernels" if self.on_gpu else "CPU twins of the GPU kernels"
+        rows = "UVA gather from pinned host memory" if self.uva else "rows held on the device"
+        return (f"device path: sampling by the {where}, graph {self.graph_memory}, "
+                f"features by {rows}")
 
 
 def graph_placement(graph: CSCGraph) -> GraphMemory | None:
@@ -81,9 +85,10 @@ def resolve(graph: CSCGraph, sampler: Any, device: torch.device, use_uva: bool |
     if graph_memory is not None and graph_memory not in GRAPH_MEMORY:
         raise ValueError(f"graph_memory must be 'pinned' or 'device', got {graph_memory!r}")
     placed = graph_placement(graph)
-    if isinstance(sampler, cuda.GPUNeighborSampler):
+    gpu_sampler = isinstance(sampler, cuda.GPUNeighborSampler)
+    if gpu_sampler:
         graph_memory = graph_memory or sampler.graph_memory
-    if not (use_uva or graph_memory or placed or isinstance(sampler, cuda.GPUNeighborSampler)):
+    if not (use_uva or graph_memory or placed or gpu_sampler):
         return None
     if use_uva and device.type == "cuda" and graph.indptr.is_cuda:
         raise ValueError("use_uva=True needs the graph in host memory (DGL's rule), but it "
@@ -115,7 +120,7 @@ def row_source(data: Any, path: DevicePath) -> Any:
     """
     if data is None:
         return None
-    tensor = getattr(data, "tensor", None) if type(data).__name__ == "TensorStore" else None
+    tensor = data.tensor if isinstance(data, TensorStore) else None
     if tensor is None and isinstance(data, torch.Tensor):
         tensor = data
     if tensor is None and isinstance(data, np.ndarray) and not isinstance(data, np.memmap):
@@ -135,8 +140,5 @@ def gather(source: Any, ids: torch.Tensor, path: DevicePath) -> torch.Tensor:
         ids = ids.to(path.device) if path.on_gpu else ids
         # Sampled ids are in range by construction; the range check would cost a sync.
         return cuda.gather_rows(source, ids, check=not path.on_gpu)
-    if hasattr(source, "read"):
-        rows = source.read(ids)
-    else:  # an array-like (memory map, zarr): index with numpy ids
-        rows = torch.as_tensor(source[ids.cpu().numpy()])
+    rows = host_gather(source, ids)  # a feature store or an array-like (memory map, zarr)
     return rows.to(path.device, non_blocking=rows.is_pinned()) if path.on_gpu else rows

@@ -39,7 +39,7 @@ import torch
 
 from graphsys.loader.dataloader import DataLoader
 from graphsys.loader.trace import WAIT, StageTrace
-from graphsys.loader.streams import batch_tensors
+from graphsys.loader.streams import Handed
 from graphsys.samplers.block import MiniBatch
 
 Mode = Literal["pipelined", "serial"]
@@ -112,15 +112,10 @@ class PipelinedLoader:
 
     def _ready(self, batch: MiniBatch, event: Any) -> MiniBatch:
         """Make the compute stream wait for the copy; keep the copy's memory alive for it."""
-        if event is not None:
-            current = torch.cuda.current_stream(self.loader.device)
-            current.wait_event(event)
-            for t in batch_tensors(batch):
-                if t.is_cuda:
-                    # Allocated on the side stream: without this the allocator could hand
-                    # the memory to the next copy while compute still reads it.
-                    t.record_stream(current)
-        return batch
+        # Allocated on the side stream: the hand-off marks the batch's memory used by the
+        # compute stream, or the allocator could give it to the next copy too early.
+        return Handed(batch, event, self.loader.device).receive() if event is not None \
+            else batch
 
     # -- serial ------------------------------------------------------------------------
     def _serial(self, epoch: int) -> Iterator[MiniBatch]:

@@ -166,6 +166,11 @@ class StoreBase:
                        time.perf_counter() - start, disk or 0)
         return out
 
+    def read_to(self, ids: Any, device: torch.device) -> torch.Tensor:
+        """Rows ``ids`` on ``device``; stores that can put them there directly override it
+        (a pinned tensor: the UVA gather), the rest read and copy."""
+        return self.read(ids).to(device)
+
     def _gather(self, ids: torch.Tensor, out: torch.Tensor) -> int | None:
         """Fill ``out`` with rows ``ids``; return the bytes read from disk if known."""
         raise NotImplementedError

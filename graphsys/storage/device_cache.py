@@ -172,8 +172,8 @@ class DeviceCache(StoreBase):
     def _fetch(self, ids: torch.Tensor) -> torch.Tensor:
         """Rows of ``ids`` (CPU) from the victim buffer, then the fallback, on the device.
 
-        Pinned host rows (the victim ring, a pinned tensor fallback) are read by the UVA
-        gather straight into device memory; other fallbacks read on the host.
+        Pinned host rows (the victim ring, a pinned tensor fallback's ``read_to``) are read
+        by the UVA gather straight into device memory; other fallbacks read on the host.
         """
         out = torch.empty((ids.numel(), self.dim), dtype=self.dtype, device=self.device)
         if ids.numel() == 0:
@@ -195,12 +195,9 @@ class DeviceCache(StoreBase):
             start = time.perf_counter()
             tier = getattr(self.fallback, "tier", "fallback")
             disk = self.fallback.stats.disk_bytes
-            table = getattr(self.fallback, "tensor", None)
-            if isinstance(table, torch.Tensor) and (table.is_pinned() or table.is_cuda):
-                rows = row_ops.gather_rows(table, ids[rest].to(self.device), check=False)
-                self.fallback.stats.add(tier, n, n * self.row_bytes, time.perf_counter() - start)
-            else:
-                rows = self.fallback.read(ids[rest]).to(self.device)
+            read_to = getattr(self.fallback, "read_to", None)  # a pinned tensor: by UVA
+            rows = read_to(ids[rest], self.device) if read_to is not None else \
+                self.fallback.read(ids[rest]).to(self.device)
             out.index_copy_(0, self._positions(rest), rows)
             self.counters.fallback_rows += n
             self.stats.add(tier, n, n * self.row_bytes, time.perf_counter() - start,

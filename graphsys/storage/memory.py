@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from graphsys.cuda.gather import gather_rows
 from graphsys.storage.base import StoreBase, check_row_file, torch_dtype
 
 
@@ -24,6 +27,20 @@ class TensorStore(StoreBase):
 
     def _gather(self, ids: torch.Tensor, out: torch.Tensor) -> None:
         torch.index_select(self.tensor, 0, ids.to(self.device), out=out)
+
+    def read_to(self, ids: Any, device: torch.device) -> torch.Tensor:
+        """Rows ``ids`` on ``device``: read by the UVA gather straight from a pinned (or
+        that GPU's) tensor, with no staging copy; otherwise read and copied."""
+        device = torch.device(device)
+        if device.type != "cuda" or not (self.tensor.is_pinned() or self.tensor.device == device):
+            return super().read_to(ids, device)
+        ids = self._ids(ids)
+        start = time.perf_counter()
+        rows = gather_rows(self.tensor, ids.to(device), check=False)  # _ids checked the range
+        self.stats.reads += 1
+        self.stats.add(self.tier, ids.numel(), ids.numel() * self.row_bytes,
+                       time.perf_counter() - start)
+        return rows
 
 
 class MmapStore(StoreBase):

@@ -30,6 +30,7 @@ import torch
 from graphsys._sizes import format_size
 from graphsys.errors import TrainingConfigError
 from graphsys.loader.dataloader import DataLoader
+from graphsys.loader.device_path import DevicePath
 from graphsys.loader.presample import batch_spec, presample
 from graphsys.samplers.neighbor import NeighborSampler
 from graphsys.samplers.offline import loader_fingerprint, offline_sample
@@ -83,11 +84,7 @@ def data_path_summary(config: Any, device: torch.device | str) -> str:
             why = " (CuPy cannot run the kernels here: pip install cupy-cuda12x)"
         copy = f", batches copied to {device}" if device.type != "cpu" else ""
         return f"CPU sampling and host gathers{copy}{why}"
-    where = "GPU kernels" if device.type == "cuda" else "CPU twins of the GPU kernels"
-    rows = "UVA gather from pinned host memory" if options["use_uva"] else \
-        "rows held on the device"
-    return (f"device path: sampling by the {where}, graph {options['graph_memory']}, "
-            f"features by {rows}")
+    return DevicePath(device, options["graph_memory"], uva=options["use_uva"]).describe()
 
 
 def train_loader(graph: Any, train_idx: np.ndarray, config: Any, *,

@@ -87,3 +87,15 @@ def test_installs_are_assign_slots(monkeypatch, source) -> None:
     cache.read(ids)
     assert cache.counters.hits == 0
     assert int((cache.slot_of >= 0).sum()) == 0
+
+
+def test_tensor_store_read_to(source, device) -> None:
+    """A pinned table's rows go to a GPU by the UVA gather (CPU: read and copy); both
+    equal numpy indexing and count in the store's stats."""
+    table = source.pin_memory() if device == "cuda" else source
+    store = TensorStore(table)
+    ids = torch.tensor([5, 0, 299, 5])
+    rows = store.read_to(ids, torch.device(device))
+    assert rows.device.type == device
+    np.testing.assert_array_equal(rows.cpu().numpy(), source.numpy()[ids.numpy()])
+    assert store.stats.rows_returned == 4 and store.stats.reads == 1
