@@ -11,6 +11,7 @@ from graphsys.nn._aggregate import (
     NodeFeatures,
     edge_endpoints,
     edge_softmax,
+    gather_rows,
     split_features,
     sum_in_edges,
 )
@@ -86,9 +87,9 @@ class GATConv(nn.Module):
         el = (z_src * self.attn_l).sum(-1)
         er = (z_dst * self.attn_r).sum(-1)
         src, dst = edge_endpoints(block)
-        logits = F.leaky_relu(el[src] + er[dst], self.negative_slope)
+        logits = F.leaky_relu(gather_rows(el, src) + gather_rows(er, dst), self.negative_slope)
         alpha = self.attn_drop(edge_softmax(block, logits))
-        out = sum_in_edges(block, alpha.unsqueeze(-1) * z_src[src])
+        out = sum_in_edges(block, alpha.unsqueeze(-1) * gather_rows(z_src, src))
         if self.res_fc is not None:
             out = out + self.res_fc(h_dst).view(-1, *heads)
         if self.bias is not None:
