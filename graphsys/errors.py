@@ -49,3 +49,7 @@ class TrainingDivergedError(GraphsysError):
 
 class RunExistsError(GraphsysError, FileExistsError):
     """An output directory already holds a training run that a new run would overwrite."""
+
+
+class DiskSpaceError(GraphsysError, OSError):
+    """A file system cannot hold what graphsys would write (checked before writing)."""

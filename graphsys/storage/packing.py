@@ -18,13 +18,14 @@ and the pack appears under its name only when complete.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
 import zlib
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,7 +37,7 @@ import torch
 from graphsys._atomic import atomic_write_bytes, fsync_dir, fsync_file, publish_directory
 from graphsys._progress import progress_bar
 from graphsys._sizes import format_size
-from graphsys.errors import BudgetError, DatasetError, DatasetExistsError
+from graphsys.errors import BudgetError, DatasetError, DatasetExistsError, DiskSpaceError
 from graphsys.samplers.offline import SamplingLog
 from graphsys.storage.direct import ALIGN
 
@@ -46,6 +47,12 @@ VERSION = 2
 DEFAULT_SEGMENT_BYTES = 256 << 20
 #: Source rows read per packing step.
 DEFAULT_CHUNK_BYTES = 128 << 20
+#: A pack more than this many times its features gets a warning before it is written:
+#: at small budgets DiskGNN's duplication (a row in every segment that reads it) grows.
+WARN_OVERHEAD = 2.0
+#: Free space a pack must leave on its file system: a disk filled to the last byte
+#: breaks more than graphsys (logs, the page cache's writeback, other users).
+SPACE_RESERVE = 256 << 20
 
 
 @dataclass
@@ -89,6 +96,12 @@ class PackIndex:
     def segment_length(self, seg: int) -> int:
         """Bytes of segment ``seg`` in ``rows.bin``, padding included."""
         return _aligned(self.segment_rows(seg) * self.row_bytes)
+
+    @property
+    def disk_bytes(self) -> int:
+        """Bytes the finished pack occupies: rows plus ids, digests and checksums."""
+        return (self.rows_file_bytes + 8 * (self.packed_rows + self.host_cached
+                                            + self.num_batches) + 4 * self.num_segments)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1) + "\n"
@@ -190,7 +203,8 @@ def pack_features(log: SamplingLog, source: Any, out: str | os.PathLike, *,
                   segment_bytes: int = DEFAULT_SEGMENT_BYTES, host_cache: Any = None,
                   overwrite: bool = False, restart: bool = False,
                   chunk_bytes: int = DEFAULT_CHUNK_BYTES, source_id: str = "",
-                  progress: bool = True) -> PackIndex:
+                  progress: bool = True,
+                  warn: Callable[[str], None] | None = None) -> PackIndex:
     """Pack the rows of ``log``'s batches from ``source`` into the directory ``out``.
 
     Args:
@@ -205,6 +219,12 @@ def pack_features(log: SamplingLog, source: Any, out: str | os.PathLike, *,
         chunk_bytes: source rows read per step (bounds memory with ``segment_bytes``).
         source_id: names the feature data (a checksum); training from other features
             is then refused.
+        warn: where the warning about a pack much larger than its features goes.
+
+    Raises:
+        DiskSpaceError: before writing, when ``out``'s file system cannot hold the pack
+            (and keep :data:`SPACE_RESERVE` free); or when it fills up while packing, in
+            which case the work directory is removed so nothing keeps the space.
     """
     out = Path(out)
     if out.exists() and not overwrite:
@@ -231,32 +251,69 @@ def pack_features(log: SamplingLog, source: Any, out: str | os.PathLike, *,
                       int(byte_offsets[-1]), source_id)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = out.with_name(f".{out.name}.packing")
+    if index.overhead > WARN_OVERHEAD and warn is not None:
+        warn(f"warning: the pack will be {format_size(index.disk_bytes)}, "
+             f"{index.overhead:.1f}x the features: many batches read the same rows at this "
+             "budget; a larger --host-cache or fewer --epochs per pack makes it smaller")
     with _locked(out.with_name(f".{out.name}.lock")):
         plan_text = index.to_json()
         resumable = (not restart and (work / "plan.json").is_file()
                      and (work / "plan.json").read_text() == plan_text)
-        if not resumable:
+        _check_space(out, work if resumable else None, index)
+        try:
+            _write_pack(log, source, plan, index, hot, work, out, resumable=resumable,
+                        overwrite=overwrite, chunk_rows=max(1, chunk_bytes // row_bytes),
+                        progress=progress)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
             shutil.rmtree(work, ignore_errors=True)
-            work.mkdir()
-            _write_file(work / "ids.bin", np.concatenate(
-                [*plan.segment_ids, np.empty(0, np.int64)]).astype(np.int64).tobytes())
-            _write_file(work / "hot.bin", hot.tobytes())
-            digests = np.array([batch_digest(b) for b in log], dtype=np.uint64)
-            _write_file(work / "batches.bin", digests.tobytes())
-            with open(work / "rows.bin", "wb") as handle:
-                handle.truncate(index.rows_file_bytes)
-            atomic_write_bytes(work / "progress.json", b'{"chunks_done": 0}')
-            atomic_write_bytes(work / "plan.json", plan_text.encode())
-        done = json.loads((work / "progress.json").read_text())["chunks_done"]
-        _copy_rows(source, plan, index, work / "rows.bin", work / "progress.json", done,
-                   max(1, chunk_bytes // row_bytes), progress)
-        (work / "progress.json").unlink()
-        (work / "plan.json").unlink()
-        _write_file(work / CHECKSUMS_NAME, segment_checksums(work / "rows.bin", index).tobytes())
-        _write_file(work / "pack.json", plan_text.encode())
-        fsync_dir(work)
-        publish_directory(work, out, overwrite=overwrite)
+            raise DiskSpaceError(
+                f"{out.parent} filled up while packing {out} (the pack needs "
+                f"{format_size(index.disk_bytes)}); removed the partial pack; free space or "
+                "pack on another disk with --pack DIR") from None
     return index
+
+
+def _check_space(out: Path, work: Path | None, index: PackIndex) -> None:
+    """Refuse before writing when ``out``'s file system cannot hold the pack."""
+    have = shutil.disk_usage(out.parent).free
+    if work is not None and work.is_dir():  # a resumed pack already holds some blocks
+        have += sum(f.stat().st_blocks * 512 for f in work.iterdir() if f.is_file())
+    if index.disk_bytes + SPACE_RESERVE > have:
+        raise DiskSpaceError(
+            f"the pack needs {format_size(index.disk_bytes)} ({index.overhead:.1f}x the "
+            f"features) but {out.parent} has {format_size(max(have, 0))} free (keeping "
+            f"{format_size(SPACE_RESERVE)} spare); free space, pack on another disk with "
+            "--pack DIR, or pack fewer --epochs or with a larger --host-cache")
+
+
+def _write_pack(sampling: SamplingLog, source: Any, plan: PackPlan, index: PackIndex,
+                hot: np.ndarray, work: Path, out: Path, *, resumable: bool, overwrite: bool,
+                chunk_rows: int, progress: bool) -> None:
+    """Write (or resume) the pack in ``work``, then publish it as ``out``."""
+    plan_text = index.to_json()
+    if not resumable:
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir()
+        _write_file(work / "ids.bin", np.concatenate(
+            [*plan.segment_ids, np.empty(0, np.int64)]).astype(np.int64).tobytes())
+        _write_file(work / "hot.bin", hot.tobytes())
+        digests = np.array([batch_digest(b) for b in sampling], dtype=np.uint64)
+        _write_file(work / "batches.bin", digests.tobytes())
+        with open(work / "rows.bin", "wb") as handle:
+            handle.truncate(index.rows_file_bytes)
+        atomic_write_bytes(work / "progress.json", b'{"chunks_done": 0}')
+        atomic_write_bytes(work / "plan.json", plan_text.encode())
+    done = json.loads((work / "progress.json").read_text())["chunks_done"]
+    _copy_rows(source, plan, index, work / "rows.bin", work / "progress.json", done,
+               chunk_rows, progress)
+    (work / "progress.json").unlink()
+    (work / "plan.json").unlink()
+    _write_file(work / CHECKSUMS_NAME, segment_checksums(work / "rows.bin", index).tobytes())
+    _write_file(work / "pack.json", plan_text.encode())
+    fsync_dir(work)
+    publish_directory(work, out, overwrite=overwrite)
 
 
 def _copy_rows(source: Any, plan: PackPlan, index: PackIndex, rows_path: Path,

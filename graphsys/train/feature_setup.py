@@ -185,7 +185,7 @@ def pack_for_training(dataset: Any, config: Any, *, out: str | os.PathLike | Non
     index = pack_features(sampling_log, source, out, segment_bytes=segment, host_cache=cache,
                           overwrite=overwrite, restart=restart, chunk_bytes=max(segment, ALIGN),
                           source_id=dataset.manifest.arrays["features"].sha256,
-                          progress=config.progress)
+                          progress=config.progress, warn=log)
     s = pack_summary(index)
     log(f"packed {s['segments']} segments, {s['packed_rows']:,} rows, "
         f"{format_size(s['rows_file_bytes'])} on disk = {s['overhead']:.2f}x the features "

@@ -229,3 +229,79 @@ def test_flipped_byte_in_a_packed_segment_is_caught(setup, tmp_path) -> None:
     with pytest.raises(DatasetError, match="segment 1 of .*rows.bin fails its checksum"):
         for _batch in loader:
             pass
+
+
+def _pack_files_bytes(pack: Path) -> int:
+    return sum(f.stat().st_size for f in pack.iterdir() if f.suffix in (".bin", ".crc32"))
+
+
+def test_pack_refuses_a_disk_that_cannot_hold_it(setup, tmp_path, monkeypatch) -> None:
+    import shutil as shutil_module
+    from graphsys.errors import DiskSpaceError
+    from graphsys.storage import packing
+
+    graph, _feats, disk = setup
+    log = offline_sample(_loader(graph), epochs=[0])
+    kw = dict(segment_bytes=1000 * DIM * 4, progress=False)
+    index = pack_features(log, disk, tmp_path / "reference", **kw)
+    # What the finished pack holds on disk, counted from its files.
+    assert index.disk_bytes == _pack_files_bytes(tmp_path / "reference")
+    real = shutil_module.disk_usage
+
+    def free(nbytes):
+        return lambda path: real(path)._replace(free=nbytes)
+
+    monkeypatch.setattr(packing.shutil, "disk_usage",
+                        free(index.disk_bytes + packing.SPACE_RESERVE - 1))
+    with pytest.raises(DiskSpaceError, match=r"the pack needs .* free \(keeping .* spare\); "
+                                             "free space, pack on another disk"):
+        pack_features(log, disk, tmp_path / "pack", **kw)
+    assert not (tmp_path / "pack").exists() and not (tmp_path / ".pack.packing").exists()
+    monkeypatch.setattr(packing.shutil, "disk_usage",
+                        free(index.disk_bytes + packing.SPACE_RESERVE))
+    pack_features(log, disk, tmp_path / "pack", **kw)
+    assert (tmp_path / "pack" / "rows.bin").read_bytes() == \
+        (tmp_path / "reference" / "rows.bin").read_bytes()
+
+
+def test_disk_full_while_packing_removes_the_partial_pack(setup, tmp_path, monkeypatch) -> None:
+    import errno
+    import os as os_module
+    from graphsys.errors import DiskSpaceError
+    from graphsys.storage import packing
+
+    graph, _feats, disk = setup
+    log = offline_sample(_loader(graph), epochs=[0])
+    kw = dict(segment_bytes=1000 * DIM * 4, chunk_bytes=200 * DIM * 4, progress=False)
+    real_pwrite, calls = os_module.pwrite, []
+
+    def pwrite(fd, data, offset):
+        calls.append(offset)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(packing.os, "pwrite", pwrite)
+    with pytest.raises(DiskSpaceError, match="filled up while packing .* removed the partial"):
+        pack_features(log, disk, tmp_path / "pack", **kw)
+    assert len(calls) == 3
+    assert not (tmp_path / "pack").exists() and not (tmp_path / ".pack.packing").exists()
+    monkeypatch.setattr(packing.os, "pwrite", real_pwrite)
+    pack_features(log, disk, tmp_path / "pack", **kw)
+    PackedStore(tmp_path / "pack")
+
+
+def test_a_pack_many_times_the_features_is_announced(setup, tmp_path) -> None:
+    graph, _feats, disk = setup
+    log = offline_sample(_loader(graph), epochs=[0, 1, 2])
+    warnings: list[str] = []
+    # Segments of ~one batch: every segment repeats the rows its batches share.
+    index = pack_features(log, disk, tmp_path / "big", segment_bytes=1000 * DIM * 4,
+                          progress=False, warn=warnings.append)
+    packed = index.rows_file_bytes / (N * DIM * 4)
+    assert packed > 2
+    assert len(warnings) == 1 and f"{packed:.1f}x the features" in warnings[0]
+    quiet: list[str] = []
+    small = pack_features(log, disk, tmp_path / "small", segment_bytes=N * DIM * 4,
+                          progress=False, warn=quiet.append)
+    assert small.rows_file_bytes / (N * DIM * 4) <= 2 and quiet == []

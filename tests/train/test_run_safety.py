@@ -90,3 +90,24 @@ def test_corrupt_labels_and_splits_are_named(dataset_dir, tmp_path, key, positio
     root = damaged_copy(dataset_dir, tmp_path / "bad", key, position, value)
     rc, errors = _train(root)
     assert rc == 2 and len(errors) == 1 and named in errors[0], errors
+
+
+_SMALL_DISK = ("import shutil, sys; real = shutil.disk_usage; "
+               "shutil.disk_usage = lambda p: real(p)._replace(free=1 << 20); "
+               "from graphsys.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
+@pytest.mark.parametrize("command", ["pack", "train"])
+def test_a_disk_too_small_for_the_pack_is_one_line(dataset_dir, tmp_path, command) -> None:
+    pack = tmp_path / "pack"
+    args = [command, str(dataset_dir), "--epochs", "1", "--fanouts", "3,3", "--no-progress",
+            "--pack", str(pack), "--host-cache", "1MB"]
+    if command == "train":
+        args += ["--storage", "packed", "--eval-every", "0", "--out", str(tmp_path / "run")]
+    result = subprocess.run([sys.executable, "-c", _SMALL_DISK, *args], capture_output=True,
+                            text=True, timeout=300)
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr
+    assert len(errors) == 1 and "spare); free space, pack on another disk with --pack DIR" \
+        in errors[0], errors
+    assert not pack.exists() and not (tmp_path / ".pack.packing").exists()
