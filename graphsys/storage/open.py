@@ -21,11 +21,13 @@ def feature_bytes(dataset: Any) -> int:
     return int(dataset.manifest.arrays["features"].nbytes)
 
 
-def open_features(dataset: Any, kind: str, *, threads: int = 16) -> Any:
+def open_features(dataset: Any, kind: str, *, threads: int = 16,
+                  read_buffer: int | None = None) -> Any:
     """The features of a graphsys ``Dataset`` as a store of ``kind`` (see FILE_STORES).
 
     ``memory`` loads every row into RAM; ``mmap`` maps the raw file; ``direct`` reads
-    it with ``O_DIRECT``; ``zarr`` reads a zarr-stored dataset chunk by chunk.
+    it with ``O_DIRECT`` through at most ``read_buffer`` bytes at once (default: the
+    store's); ``zarr`` reads a zarr-stored dataset chunk by chunk.
     """
     entry = dataset.manifest.arrays["features"]
     if kind not in FILE_STORES:
@@ -50,10 +52,12 @@ def open_features(dataset: Any, kind: str, *, threads: int = 16) -> Any:
     path, rows, dim = dataset.root / entry.path, entry.shape[0], entry.shape[1]
     if kind == "mmap":
         return MmapStore(path, rows, dim, entry.dtype)
-    return DirectFileStore(path, rows, dim, entry.dtype, threads=threads)
+    extra = {} if read_buffer is None else {"max_buffer": read_buffer}
+    return DirectFileStore(path, rows, dim, entry.dtype, threads=threads, **extra)
 
 
-def disk_source(dataset: Any) -> Any:
-    """The dataset's features read from disk without the page cache where possible."""
+def disk_source(dataset: Any, read_buffer: int | None = None) -> Any:
+    """The dataset's features read from disk without the page cache where possible
+    (``read_buffer``: see :func:`open_features`)."""
     kind = "zarr" if dataset.manifest.arrays["features"].storage == "zarr" else "direct"
-    return open_features(dataset, kind)
+    return open_features(dataset, kind, read_buffer=read_buffer if kind == "direct" else None)

@@ -8,6 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import graphsys
@@ -103,17 +104,19 @@ def test_pack_cli_then_train_and_bad_budgets(raw, tmp_path, capsys) -> None:
         Trainer(raw, _config(storage="zarr"))
 
 
-_CHILD = textwrap.dedent("""
+HIDDEN = 16
+_CHILD = f"HIDDEN = {HIDDEN}\n" + textwrap.dedent("""
     import json, sys, threading, time
     import psutil, torch
     import graphsys
     from graphsys.train import TrainConfig, Trainer
 
     path, warmup, storage, budget = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    eval_every = int(sys.argv[5])
 
     def run(ds, budget):
-        config = TrainConfig(fanouts=(5, 5), hidden=16, batch_size=256, epochs=2, seed=0,
-                             eval_every=0, storage=storage, host_cache=budget,
+        config = TrainConfig(fanouts=(5, 5), hidden=HIDDEN, batch_size=256, epochs=2, seed=0,
+                             eval_every=eval_every, storage=storage, host_cache=budget,
                              progress=False)
         trainer = Trainer(ds, config)
         trainer.fit()
@@ -159,10 +162,12 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> tuple[graphsys.Dataset, Pat
     return _synthetic(root / "ds", 400_000), _synthetic(root / "warmup", 40_000).root
 
 
-def _peak_growth(big: tuple[graphsys.Dataset, Path], storage: str, budget: int) -> int:
+def _peak_growth(big: tuple[graphsys.Dataset, Path], storage: str, budget: int,
+                 eval_every: int = 0) -> int:
     dataset, warmup = big
     proc = subprocess.run([sys.executable, "-c", _CHILD, str(dataset.root), str(warmup),
-                           storage, str(budget)], capture_output=True, text=True, timeout=600)
+                           storage, str(budget), str(eval_every)], capture_output=True,
+                          text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["storage"] == storage
@@ -187,3 +192,30 @@ def test_out_of_core_training_keeps_rss_under_budget(big) -> None:
         assert growth <= limit, f"{storage}: RSS grew {growth >> 20} MiB > {limit >> 20} MiB"
     # The measurement does see features held in memory.
     assert _peak_growth(big, "memory", budget) >= feature_bytes
+
+
+def evaluation_overhead(dataset: graphsys.Dataset, budget: int, hidden: int,
+                        eval_batch: int = 4096) -> int:
+    """What evaluation adds (README): the layer-wise hidden states (input and output of a
+    layer, every node), four copies of the largest inference batch's input rows (the
+    eval batch and all its in-neighbours: read, gathered, converted, projected), and the
+    O_DIRECT read buffer (1/8 of the budget, at most 64 MiB)."""
+    num_nodes, dim = dataset.manifest.arrays["features"].shape
+    in_degrees = np.diff(np.asarray(dataset.graph.indptr, dtype=np.int64))
+    batch_edges = np.add.reduceat(in_degrees, np.arange(0, num_nodes, eval_batch))
+    rows = eval_batch + int(batch_edges.max())
+    return 2 * num_nodes * hidden * 4 + 4 * rows * dim * 4 + min(64 << 20, budget // 8)
+
+
+def test_evaluation_keeps_rss_under_its_stated_bound(big) -> None:
+    dataset = big[0]
+    feature_bytes = dataset.manifest.arrays["features"].nbytes
+    budget = feature_bytes // 4
+    batch_bytes = 256 * (1 + 5 + 25) * 128 * 4
+    limit = budget + allowed_overhead(batch_bytes) + evaluation_overhead(dataset, budget,
+                                                                         HIDDEN)
+    for storage in ("direct", "packed"):
+        growth = _peak_growth(big, storage, budget, eval_every=1)
+        assert growth <= limit, f"{storage}: RSS grew {growth >> 20} MiB > {limit >> 20} MiB"
+    # The bound is tight enough to see the features held in memory.
+    assert _peak_growth(big, "memory", budget, eval_every=1) > limit
