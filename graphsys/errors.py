@@ -35,7 +35,11 @@ class CheckpointError(GraphsysError):
     """A checkpoint is unreadable or does not match the model or dataset being trained."""
 
 
-class TrainingConfigError(GraphsysError, ValueError):
+class ConfigError(GraphsysError, ValueError):
+    """An option whose value graphsys cannot use (the message names it and the fix)."""
+
+
+class TrainingConfigError(ConfigError):
     """Training options that cannot work together or with the dataset."""
 
 

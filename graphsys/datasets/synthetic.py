@@ -34,12 +34,16 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
+import psutil
 
 from graphsys._progress import progress_bar
+from graphsys._sizes import format_size
+from graphsys.errors import ConfigError, DiskSpaceError
 from graphsys.graph.csc import index_dtype_for
 from graphsys.graph.manifest import Manifest
 from graphsys.graph.writer import DatasetWriter
@@ -85,7 +89,9 @@ class SyntheticConfig:
 
     def __post_init__(self) -> None:
         def fail(field: str, fix: str) -> None:
-            raise ValueError(f"SyntheticConfig.{field}={getattr(self, field)!r} is invalid: {fix}")
+            flag = f" ({CLI_FLAGS[field]})" if field in CLI_FLAGS else ""
+            raise ConfigError(f"SyntheticConfig.{field}={getattr(self, field)!r}{flag} is "
+                              f"invalid: {fix}")
 
         for field, low in (("num_nodes", 2), ("num_edges", 0), ("feat_dim", 1),
                            ("num_classes", 2), ("seed", 0)):
@@ -117,6 +123,47 @@ class SyntheticConfig:
                 fail(field, "pass a fraction in [0, 1]")
         if self.train_frac + self.val_frac + self.test_frac > 1 + 1e-9:
             fail("train_frac", "train_frac + val_frac + test_frac must be at most 1")
+
+
+#: The ``graphsys prepare synthetic`` option of each field, named in errors.
+CLI_FLAGS = {"num_nodes": "--nodes", "num_edges": "--edges", "feat_dim": "--dim",
+             "num_classes": "--classes", "degree_exponent": "--exponent",
+             "homophily": "--homophily", "feature_noise": "--noise", "dtype": "--dtype",
+             "seed": "--seed"}
+
+
+def estimated_disk_bytes(config: SyntheticConfig) -> int:
+    """An upper bound on the bytes the dataset takes on disk (raw features)."""
+    n, e = config.num_nodes, config.num_edges
+    return (n * config.feat_dim * np.dtype(config.dtype).itemsize
+            + e * index_dtype_for(n).itemsize + (n + 1) * 8 + 2 * n * 8 + (64 << 10))
+
+
+def estimated_memory_bytes(config: SyntheticConfig, block_nodes: int) -> int:
+    """An upper bound on the generator's memory: node-sized int64 arrays plus one block
+    of sources and float64 features."""
+    block = min(block_nodes, config.num_nodes)
+    mean_degree = -(-config.num_edges // config.num_nodes)
+    return 6 * config.num_nodes * 8 + block * (2 * config.feat_dim + 2 * mean_degree) * 8
+
+
+def _check_resources(out: str | os.PathLike, config: SyntheticConfig,
+                     block_nodes: int) -> None:
+    """Refuse before writing a dataset that this machine cannot hold."""
+    memory = estimated_memory_bytes(config, block_nodes)
+    available = psutil.virtual_memory().available
+    if memory > available:
+        raise ConfigError(f"a synthetic graph of {config.num_nodes:,} nodes needs about "
+                          f"{format_size(memory)} of memory to generate, more than the "
+                          f"{format_size(available)} available; lower --nodes")
+    parent = os.path.dirname(os.path.abspath(out))
+    while not os.path.isdir(parent):
+        parent = os.path.dirname(parent)
+    need, free = estimated_disk_bytes(config), shutil.disk_usage(parent).free
+    if need > free:
+        raise DiskSpaceError(f"the dataset needs up to {format_size(need)} on disk but "
+                             f"{parent} has {format_size(free)} free; lower --nodes, --edges "
+                             "or --dim, or write it elsewhere with --out")
 
 
 def _rng(config: SyntheticConfig, stream: int, block: int = 0) -> np.random.Generator:
@@ -271,6 +318,7 @@ def generate_synthetic(
         raise ValueError(f"feature_storage must be 'raw' or 'zarr', got {feature_storage!r}")
     if not _is_int(block_nodes) or block_nodes < 1:
         raise ValueError(f"block_nodes must be a positive integer, got {block_nodes!r}")
+    _check_resources(out, config, block_nodes)
     n, e, dim = config.num_nodes, config.num_edges, config.feat_dim
     per_write = -(-block_nodes // _RNG_BLOCK)
     source = {"kind": "synthetic", "generator_version": GENERATOR_VERSION, **asdict(config)}

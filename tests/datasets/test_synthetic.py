@@ -182,3 +182,43 @@ def test_failure_mid_generation_leaves_nothing(tmp_path: Path, monkeypatch) -> N
     with pytest.raises(RuntimeError, match="injected"):
         generate_synthetic(tmp_path / "out", config, progress=False, block_nodes=4096)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("options", "named"), [
+    (["--nodes", "0"], "(--nodes)"), (["--exponent", "nan"], "(--exponent)"),
+    (["--homophily", "2"], "(--homophily)"), (["--noise", "-1"], "(--noise)"),
+    (["--seed", "-1"], "(--seed)"), (["--classes", "100000"], "(--nodes)"),
+    (["--nodes", str(10**14)], "lower --nodes"),
+    (["--nodes", str(10**8), "--dim", "4096"], "or write it elsewhere with --out"),
+])
+def test_invalid_prepare_options_are_one_line(tmp_path: Path, options, named) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "graphsys", "prepare", "synthetic",
+                             *options, "--out", str(tmp_path / "d"), "--no-progress"],
+                            capture_output=True, text=True, timeout=120)
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(errors) == 1 and named in errors[0], errors
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_size_estimate_bounds_what_is_written(tmp_path: Path) -> None:
+    manifest, _ = make(tmp_path)
+    written = sum(f.stat().st_size for f in (tmp_path / "syn").rglob("*") if f.is_file())
+    estimate = synthetic.estimated_disk_bytes(SMALL)
+    assert written <= estimate <= 1.2 * written + (64 << 10)
+
+
+def test_a_disk_too_small_is_refused_before_writing(tmp_path: Path, monkeypatch) -> None:
+    from graphsys.errors import DiskSpaceError
+
+    real = synthetic.shutil.disk_usage
+    need = synthetic.estimated_disk_bytes(SMALL)
+    monkeypatch.setattr(synthetic.shutil, "disk_usage",
+                        lambda p: real(p)._replace(free=need - 1))
+    with pytest.raises(DiskSpaceError, match="needs up to .* on disk"):
+        generate_synthetic(tmp_path / "d", SMALL, progress=False)
+    assert not (tmp_path / "d").exists()
+    monkeypatch.setattr(synthetic.shutil, "disk_usage", lambda p: real(p)._replace(free=need))
+    generate_synthetic(tmp_path / "d", SMALL, progress=False)
