@@ -85,21 +85,40 @@ def _dense(matrix: object, path: Path) -> np.ndarray:
             raise InputFormatError(f"{path} holds a {rows} x {cols} matrix, "
                                    f"{rows * cols * 4 / 2**30:.0f} GiB dense: not a Planetoid "
                                    "feature matrix; use the original files")
-        return np.asarray(matrix.todense(), dtype=np.float32)
-    if isinstance(matrix, np.ndarray) and matrix.ndim == 2:
-        return matrix.astype(np.float32)
-    raise InputFormatError(f"{path} should hold a 2-D matrix, found {type(matrix).__name__}")
+        dtype, dense = matrix.dtype, None
+    elif isinstance(matrix, np.ndarray) and matrix.ndim == 2:
+        dtype, dense = matrix.dtype, matrix
+    else:
+        raise InputFormatError(f"{path} should hold a 2-D matrix, found "
+                               f"{type(matrix).__name__}"
+                               + (f" of {matrix.ndim} dimension(s)"
+                                  if isinstance(matrix, np.ndarray) else ""))
+    # Only real numbers are features or one-hot labels; strings, objects or complex
+    # numbers would fail (or be silently cast) further down.
+    if dtype.kind not in "biuf":
+        raise InputFormatError(f"{path} holds a matrix of {dtype} values; Planetoid files "
+                               "hold numbers: use the original files")
+    out = np.asarray(matrix.todense() if dense is None else dense, dtype=np.float32)
+    if not np.isfinite(out).all():
+        raise InputFormatError(f"{path} holds NaN or infinite values; use the original files")
+    return out
 
 
 def _read_test_index(path: Path) -> np.ndarray:
     try:
         lines = path.read_text().split()
         ids = np.array([int(token) for token in lines], dtype=np.int64)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, OverflowError, UnicodeDecodeError) as exc:
         raise InputFormatError(f"{path} should hold one node id per line ({exc})") from exc
     if ids.size == 0:
         raise InputFormatError(f"{path} lists no test nodes")
+    if np.unique(ids).size != ids.size:
+        raise InputFormatError(f"{path} lists a node more than once; use the original file")
     return ids
+
+
+def _is_node_id(value: object) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
 
 
 def _edges_from_adjacency(adjacency: object, num_nodes: int, path: Path) -> CSCGraph:
@@ -109,7 +128,11 @@ def _edges_from_adjacency(adjacency: object, num_nodes: int, path: Path) -> CSCG
     dst: list[int] = []
     for node, neighbours in adjacency.items():
         if not isinstance(neighbours, list | tuple | set):
-            raise InputFormatError(f"{path}: node {node} has no neighbour list")
+            raise InputFormatError(f"{path}: node {node!r} has no neighbour list")
+        # Node ids are integers: int() would also accept "7", 7.9 or True, silently.
+        if not _is_node_id(node) or not all(_is_node_id(v) for v in neighbours):
+            raise InputFormatError(f"{path}: node {node!r} or one of its neighbours is not "
+                                   "an integer node id; use the original files")
         src.extend([int(node)] * len(neighbours))
         dst.extend(int(v) for v in neighbours)
     try:
@@ -143,7 +166,17 @@ def read_planetoid(raw_dir: str | os.PathLike, name: str) -> NodeClassificationD
     parts = {part: safe_load(paths[part]) for part in _PARTS}
     allx, tx = _dense(parts["allx"], paths["allx"]), _dense(parts["tx"], paths["tx"])
     ally, ty = _dense(parts["ally"], paths["ally"]), _dense(parts["ty"], paths["ty"])
-    num_train = _dense(parts["y"], paths["y"]).shape[0]
+    x, y = _dense(parts["x"], paths["x"]), _dense(parts["y"], paths["y"])
+    num_train = y.shape[0]
+    if x.shape[0] != num_train or x.shape[1] != allx.shape[1] or num_train > allx.shape[0]:
+        raise InputFormatError(f"{paths['x']} is {x.shape[0]} x {x.shape[1]} and "
+                               f"{paths['y']} has {num_train} rows; they should be the first "
+                               f"rows of allx ({allx.shape[0]} x {allx.shape[1]}): use the "
+                               "original files")
+    for key, onehot_part in (("ally", ally), ("ty", ty), ("y", y)):
+        if not np.isin(onehot_part, (0.0, 1.0)).all() or (onehot_part.sum(1) > 1).any():
+            raise InputFormatError(f"{paths[key]} should hold one-hot label rows (0/1, at "
+                                   "most one 1 per row); use the original files")
     if allx.shape[1] != tx.shape[1] or ally.shape[1] != ty.shape[1]:
         raise InputFormatError(f"{raw}: allx/tx or ally/ty disagree in width")
     if allx.shape[0] != ally.shape[0] or tx.shape[0] != ty.shape[0]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import shutil
 
 import numpy as np
@@ -136,3 +137,60 @@ def test_citeseer_style_gaps(planetoid_dir, tmp_path):
     gap = np.setdiff1d(np.arange(1708, 2713), ids)
     assert len(gap) == 5 and np.all(data.labels[gap] == -1)
     assert not data.features[gap].any()
+
+
+def _cora_with(planetoid_dir, tmp_path, part, content):
+    raw = tmp_path / "raw"
+    shutil.copytree(planetoid_dir, raw)
+    path = raw / f"ind.cora.{part}"
+    if isinstance(content, str):
+        path.write_text(content)
+    else:
+        path.write_bytes(pickle.dumps(content, protocol=2))
+    return raw
+
+
+# Files of the wrong content, each made only of types the unpickler allows; Cora has
+# 140 training nodes, 1708 allx rows, 1000 test rows, 1433 features and 7 classes.
+WRONG_CONTENT = {
+    "x of strings": ("x", np.array(["a", "b"]), "2-D matrix"),
+    "x as a list": ("x", [1, 2, 3], "2-D matrix, found list"),
+    "x of another width": ("x", np.zeros((140, 5), np.float32), "first rows of allx"),
+    "allx with NaN": ("allx", sp.csr_matrix(np.full((1708, 1433), np.nan, np.float32)),
+                      "NaN or infinite"),
+    "allx of complex numbers": ("allx", np.zeros((1708, 1433), np.complex64), "complex64"),
+    "ally of strings": ("ally", np.full((1708, 7), "a"), "<U1"),
+    "ally not one-hot": ("ally", np.full((1708, 7), 2.0), "one-hot"),
+    "ty 3-D": ("ty", np.zeros((1000, 7, 2)), "3 dimension"),
+    "graph as a list": ("graph", [[1, 2], [0]], "dict of adjacency lists"),
+    "graph with string ids": ("graph", {"0": [1]}, "not an integer node id"),
+    "graph with float ids": ("graph", {i: [1.5] for i in range(2708)},
+                             "not an integer node id"),
+    "graph with nested lists": ("graph", {i: [[1]] for i in range(2708)},
+                                "not an integer node id"),
+    "test.index too large": ("test.index", "99999999999999999999\n", "one node id per line"),
+    "test.index repeats": ("test.index", "2000\n" * 1000, "more than once"),
+}
+
+
+@pytest.mark.parametrize("case", WRONG_CONTENT, ids=list(WRONG_CONTENT))
+def test_files_of_the_wrong_content_are_named(planetoid_dir, tmp_path, case):
+    part, content, message = WRONG_CONTENT[case]
+    raw = _cora_with(planetoid_dir, tmp_path, part, content)
+    with pytest.raises(InputFormatError, match=rf"ind\.cora\.{re.escape(part)}") as info:
+        prepare_planetoid(raw, tmp_path / "out", "cora")
+    assert message in str(info.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_wrong_content_is_one_line_from_the_cli(planetoid_dir, tmp_path):
+    import subprocess
+    import sys
+
+    raw = _cora_with(planetoid_dir, tmp_path, "graph", {0: ["x"]})
+    result = subprocess.run([sys.executable, "-m", "graphsys", "prepare", "planetoid",
+                             "--raw", str(raw), "--out", str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=120)
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(errors) == 1 and "ind.cora.graph" in errors[0]
+    assert not (tmp_path / "out").exists()
