@@ -39,6 +39,7 @@ from graphsys._sizes import format_size
 from graphsys.errors import BudgetError, DatasetError, DatasetExistsError
 from graphsys.samplers.offline import SamplingLog
 from graphsys.storage.direct import ALIGN
+from graphsys.storage.pack_checks import write_pack_checksums
 
 FORMAT = "graphsys.pack"
 VERSION = 2
@@ -254,6 +255,7 @@ def pack_features(log: SamplingLog, source: Any, out: str | os.PathLike, *,
         (work / "plan.json").unlink()
         _write_file(work / CHECKSUMS_NAME, segment_checksums(work / "rows.bin", index).tobytes())
         _write_file(work / "pack.json", plan_text.encode())
+        write_pack_checksums(work)  # of the metadata files above, so written last
         fsync_dir(work)
         publish_directory(work, out, overwrite=overwrite)
     return index
