@@ -279,8 +279,9 @@ def run_fuzz(base: Path) -> tuple[list[dict], list[str], float]:
         if proc.returncode != 0:
             begun = [r["begin"] for r in lines if "begin" in r]
             last = begun[-1] if len(begun) > len(done) else "(none: died between cases)"
-            crashes.append(f"worker {w} exited with {proc.returncode} on case {last}:\n"
-                           f"{output[-3000:]}")
+            how = f"was killed by signal {-proc.returncode}" if proc.returncode < 0 \
+                else f"exited with {proc.returncode}"
+            crashes.append(f"worker {w} {how} on case {last}:\n{output[-3000:]}")
     if not crashes and len(results) != len(cases):
         crashes.append(f"{len(results)} results for {len(cases)} cases")
     return results, crashes, time.perf_counter() - start

@@ -142,16 +142,20 @@ class Dataset:
     def num_classes(self) -> int:
         return self.manifest.num_classes
 
-    def _tensor(self, key: str) -> torch.Tensor:
+    def array(self, key: str, *, checksum: bool = True) -> torch.Tensor:
+        """Raw array ``key`` memory-mapped; those in :data:`CHECKED_AT_READ` are checked
+        against their SHA-256 first unless ``checksum=False`` (a caller that just did)."""
         entry = self.manifest.arrays[key]
         tensor = _memmap_tensor(self.root, key, entry)
-        if key in CHECKED_AT_READ and entry.nbytes:
+        if checksum and key in CHECKED_AT_READ and entry.nbytes:
             if hashlib.sha256(tensor.numpy()).hexdigest() != entry.sha256:
                 raise ChecksumError(
                     f"{self.root / entry.path} (array {key!r}) fails its checksum: its bytes "
                     "changed since the dataset was written; the dataset is damaged, "
                     "re-create it with graphsys prepare")
         return tensor
+
+    _tensor = array
 
     @cached_property
     def graph(self) -> CSCGraph:
