@@ -131,6 +131,7 @@ class _Reader:
 
         from graphsys import load_dataset
         from graphsys.samplers.offline import offline_sample
+        from graphsys.storage.open import disk_source
         from graphsys.train.feature_setup import train_loader
 
         self.inputs = inputs
@@ -139,6 +140,7 @@ class _Reader:
         loader = train_loader(ds.graph, np.asarray(ds.train_idx), LOADER)
         self.log = offline_sample(loader, EPOCHS)
         self.pack_source_id = ds.manifest.arrays["features"].sha256
+        self.pack_source = disk_source(ds)  # the raw dataset is never damaged in pack cases
 
     def dataset(self, root: Path) -> None:
         import torch
@@ -152,19 +154,18 @@ class _Reader:
             getattr(ds, key).sum()
         kinds = ("zarr",) if ds.manifest.feature_storage == "zarr" else ("mmap", "direct")
         for kind in kinds:
-            store = open_features(ds, kind)
-            store.read(torch.arange(store.num_rows))
-            getattr(store, "close", lambda: None)()
+            store = open_features(ds, kind, threads=2)
+            try:
+                store.read(torch.arange(store.num_rows))
+            finally:
+                getattr(store, "close", lambda: None)()
 
     def pack(self, root: Path) -> None:
         import numpy as np
 
-        from graphsys import load_dataset
-        from graphsys.storage.open import disk_source
         from graphsys.storage.packed import PackedStore
 
-        source = disk_source(load_dataset(self.inputs["raw"]))
-        store = PackedStore(root, source=source, fingerprint=self.log.fingerprint,
+        store = PackedStore(root, source=self.pack_source, fingerprint=self.log.fingerprint,
                             source_id=self.pack_source_id)
         try:
             position = 0
