@@ -91,16 +91,29 @@ def toy_dataset(tmp_path: Path, toy_arrays: dict) -> Path:
     return path
 
 
-def damaged_copy(dataset_dir: Path, out: Path, key: str, position, value) -> Path:
+def damaged_copy(dataset_dir: Path, out: Path, key: str, position, value, *,
+                 resign: bool = False) -> Path:
     """A copy of a dataset at ``out`` with ``array[key][position] = value`` written into
-    its file (the manifest and its checksums left as they were)."""
+    its file (the manifest and its checksums left as they were). ``resign``: record the
+    damaged bytes' checksum in the manifest, as a writer with a bug would have, so the
+    checksum at first read passes and the checks behind it are reached."""
+    import dataclasses
     import shutil
 
+    from graphsys.graph.checksum import checksum_path
+    from graphsys.graph.manifest import MANIFEST_NAME
+
     shutil.copytree(dataset_dir, out)
-    entry = graphsys_load(out).manifest.arrays[key]
+    manifest = graphsys_load(out).manifest
+    entry = manifest.arrays[key]
     array = np.memmap(out / entry.path, dtype=entry.dtype, mode="r+",
                       shape=tuple(entry.shape))
     array[position] = value
     array.flush()
     del array
+    if resign:
+        arrays = {**manifest.arrays,
+                  key: dataclasses.replace(entry, sha256=checksum_path(out / entry.path))}
+        manifest = dataclasses.replace(manifest, arrays=arrays)
+        (out / MANIFEST_NAME).write_text(manifest.dumps())
     return out

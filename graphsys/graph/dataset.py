@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from collections.abc import Callable
@@ -11,10 +12,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from graphsys.errors import DatasetError
+from graphsys.errors import ChecksumError, DatasetError
 from graphsys.graph.csc import CSCGraph
 from graphsys.graph.manifest import ArrayEntry, Manifest
-from graphsys.graph.zarr_io import missing_chunks, open_array
+from graphsys.graph.zarr_io import metadata_checksum, missing_chunks, open_array
+
+#: Arrays whose bytes are checked against the manifest's SHA-256 when first read: a
+#: flipped byte there can keep every id and label in range (a wrong edge, label or split
+#: member trains silently), so range checks cannot see it. One pass over the mapped
+#: file, paid once per open. Feature values are left to ``graphsys verify``: they are
+#: the largest array by far, and a flipped value is noise, not a crash or a wrong label.
+CHECKED_AT_READ = ("indptr", "indices", "labels", "train_idx", "val_idx", "test_idx")
 
 
 class ZarrFeatures:
@@ -26,7 +34,16 @@ class ZarrFeatures:
 
     def __init__(self, path: Path, entry: ArrayEntry) -> None:
         self.path = path
-        self._array = open_array(path)
+        if entry.meta_sha256 is not None and metadata_checksum(path) != entry.meta_sha256:
+            raise ChecksumError(
+                f"{path}: its zarr metadata changed since the dataset was written (checksum "
+                "mismatch); the dataset is damaged, re-create it with graphsys prepare")
+        try:
+            self._array = open_array(path)
+        except Exception as exc:  # zarr raises JSON, type and validation errors alike
+            raise DatasetError(
+                f"{path}: the zarr metadata cannot be read ({type(exc).__name__}: {exc}); "
+                "the dataset is damaged, re-create it with graphsys prepare") from None
         self.shape = tuple(self._array.shape)
         self.dtype = np.dtype(self._array.dtype)
         if self.shape != entry.shape or self.dtype.name != entry.dtype:
@@ -125,13 +142,26 @@ class Dataset:
     def num_classes(self) -> int:
         return self.manifest.num_classes
 
-    def _tensor(self, key: str) -> torch.Tensor:
-        return _memmap_tensor(self.root, key, self.manifest.arrays[key])
+    def array(self, key: str, *, checksum: bool = True) -> torch.Tensor:
+        """Raw array ``key`` memory-mapped; those in :data:`CHECKED_AT_READ` are checked
+        against their SHA-256 first unless ``checksum=False`` (a caller that just did)."""
+        entry = self.manifest.arrays[key]
+        tensor = _memmap_tensor(self.root, key, entry)
+        if checksum and key in CHECKED_AT_READ and entry.nbytes:
+            if hashlib.sha256(tensor.numpy()).hexdigest() != entry.sha256:
+                raise ChecksumError(
+                    f"{self.root / entry.path} (array {key!r}) fails its checksum: its bytes "
+                    "changed since the dataset was written; the dataset is damaged, "
+                    "re-create it with graphsys prepare")
+        return tensor
+
+    _tensor = array
 
     @cached_property
     def graph(self) -> CSCGraph:
         try:
-            # One O(N + E) pass at load: a flipped byte must raise here, not crash a kernel.
+            # Checksums, then one O(N + E) pass at load: a flipped byte must raise here,
+            # not crash a kernel (validate still guards manifests with wrong checksums).
             return CSCGraph(self._tensor("indptr"), self._tensor("indices")).ensure_valid()
         except ValueError as exc:
             raise DatasetError(

@@ -48,6 +48,9 @@ class ArrayEntry:
     storage: Storage = "raw"
     chunks: tuple[int, ...] | None = None
     codec: str | None = None
+    #: SHA-256 of a zarr array's metadata files, checked at open (cheap: a few hundred
+    #: bytes); the chunks carry their own CRC-32C, checked as they are read.
+    meta_sha256: str | None = None
 
     @property
     def nbytes(self) -> int:
@@ -60,6 +63,8 @@ class ArrayEntry:
             del data["chunks"], data["codec"]
         else:
             data["chunks"] = list(self.chunks)
+        if self.meta_sha256 is None:
+            del data["meta_sha256"]
         return data
 
     @classmethod
@@ -73,6 +78,8 @@ class ArrayEntry:
                 storage=data.get("storage", "raw"),
                 chunks=tuple(data["chunks"]) if data.get("chunks") else None,
                 codec=data.get("codec"),
+                meta_sha256=None if data.get("meta_sha256") is None
+                else str(data["meta_sha256"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise DatasetError(

@@ -142,6 +142,8 @@ class ZarrArraySink:
         self._pending_rows = rest.shape[0]
 
     def close(self) -> ArrayEntry:
+        from graphsys.graph.zarr_io import metadata_checksum
+
         if self._pending_rows:
             self._flush(final=True)
         if self.rows_written != self.shape[0]:
@@ -156,6 +158,7 @@ class ZarrArraySink:
             storage="zarr",
             chunks=(self.chunk_rows, *self.shape[1:]),
             codec="blosc-lz4",
+            meta_sha256=metadata_checksum(self.path),
         )
 
     def abort(self) -> None:

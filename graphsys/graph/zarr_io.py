@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+#: Metadata files of a zarr array (zarr 3; zarr 2), hashed by :func:`metadata_checksum`.
+METADATA_FILES = ("zarr.json", ".zarray", ".zattrs")
 
 
 def _zarr_major() -> int:
@@ -23,18 +27,21 @@ def create_lz4_array(
     Byte shuffle groups the exponent bytes of floats together, which is what lets LZ4
     find repeats in feature rows. ``cname="lz4hc"`` writes the same LZ4 format with a
     slower, more thorough encoder; ``shuffle="bitshuffle"`` suits byte-coded rows.
+    With zarr 3 each chunk ends in a CRC-32C of its compressed bytes, checked as it is
+    read: Blosc itself decodes most flipped bytes into wrong values without a word.
     """
     import zarr
 
     if _zarr_major() >= 3:
-        from zarr.codecs import BloscCodec
+        from zarr.codecs import BloscCodec, Crc32cCodec
 
         return zarr.create_array(
             store=str(path),
             shape=shape,
             chunks=chunks,
             dtype=dtype,
-            compressors=BloscCodec(cname=cname, clevel=clevel, shuffle=shuffle),
+            compressors=(BloscCodec(cname=cname, clevel=clevel, shuffle=shuffle),
+                         Crc32cCodec()),
             fill_value=0,
             # Every chunk on disk, even an all-zero one: a missing chunk then means
             # damage (zarr would read it as zeros), which missing_chunks() can see.
@@ -54,6 +61,16 @@ def chunk_file(path: Path, index: tuple[int, ...]) -> Path:
     """The file holding chunk ``index`` of the array at ``path`` (default key encoding)."""
     key = ["c", *map(str, index)] if _zarr_major() >= 3 else [".".join(map(str, index))]
     return Path(path).joinpath(*key)
+
+
+def metadata_checksum(path: Path) -> str:
+    """SHA-256 of the metadata files of the zarr array at ``path`` (not its chunks)."""
+    digest = hashlib.sha256()
+    for name in METADATA_FILES:
+        file = Path(path) / name
+        if file.is_file():
+            digest.update(name.encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()
 
 
 def open_array(path: Path) -> Any:

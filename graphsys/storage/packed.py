@@ -36,6 +36,7 @@ from graphsys.errors import DatasetError
 from graphsys.samplers.offline import batch_position
 from graphsys.storage.base import StoreBase, close_quietly, torch_dtype
 from graphsys.storage.host_cache import HostCacheStore
+from graphsys.storage.pack_checks import PackChecksums
 from graphsys.storage.packing import CHECKSUMS_NAME, PackIndex, batch_digest, read_pack_index
 
 
@@ -99,6 +100,11 @@ class PackedStore(StoreBase):
         self.path = Path(path)
         self._fd = -1
         self._pool: ThreadPoolExecutor | None = None
+        # The metadata files are hashed (checksums.json) and checked as they are read:
+        # a flipped id would serve another node's row, or fail deep in a read.
+        self._checks = PackChecksums(self.path)
+        if (self.path / "pack.json").is_file():
+            self._checks.check_file("pack.json")
         self.index: PackIndex = read_pack_index(self.path)
         if fingerprint is not None and fingerprint != self.index.fingerprint:
             raise DatasetError(
@@ -115,16 +121,17 @@ class PackedStore(StoreBase):
         super().__init__(self.index.num_rows, self.index.dim, torch_dtype(self.np_dtype),
                          self.target or "cpu")
         self.host_cache = self._host_cache(source, host_cache)
-        self.ids = np.fromfile(self.path / "ids.bin", dtype=np.int64)
+        self.ids = self._checks.read("ids.bin", "<i8")
         # Per-segment CRC-32, checked as each segment is read (packs made before the
         # checksums existed have none and are read unchecked).
         crc_path = self.path / CHECKSUMS_NAME
-        self.checksums = np.fromfile(crc_path, dtype="<u4") if crc_path.is_file() else None
+        self.checksums = self._checks.read(CHECKSUMS_NAME, "<u4") \
+            if crc_path.is_file() or self._checks.digests is not None else None
         if self.checksums is not None and len(self.checksums) != self.index.num_segments:
             raise DatasetError(f"{crc_path} holds {len(self.checksums)} checksums for "
                                f"{self.index.num_segments} segments: the pack is damaged; "
                                "re-pack")
-        self.digests = np.fromfile(self.path / "batches.bin", dtype=np.uint64)
+        self.digests = self._checks.read("batches.bin", "<u8")
         try:
             self._fd = os.open(self.path / "rows.bin", os.O_RDONLY | getattr(os, "O_DIRECT", 0))
             self.direct = hasattr(os, "O_DIRECT")
@@ -217,9 +224,13 @@ class PackedStore(StoreBase):
                 "copy stream (double-buffered)")
 
     def _host_cache(self, source: Any, host_cache: Any) -> HostCacheStore | None:
-        hot = np.fromfile(self.path / "hot.bin", dtype=np.int64)
+        hot = self._checks.read("hot.bin", "<i8")
         if not len(hot):
             return host_cache
+        if hot.min() < 0 or hot.max() >= self.index.num_rows:  # a pack without checksums
+            raise DatasetError(f"{self.path / 'hot.bin'} holds row ids outside [0, "
+                               f"{self.index.num_rows}): the pack is damaged; re-pack "
+                               "(graphsys pack --overwrite)")
         if host_cache is None:
             if source is None:
                 raise ValueError(f"{self.path} left {len(hot)} hot rows to a host cache; "

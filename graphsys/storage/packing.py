@@ -40,6 +40,7 @@ from graphsys._sizes import format_size
 from graphsys.errors import BudgetError, DatasetError, DatasetExistsError, DiskSpaceError
 from graphsys.samplers.offline import SamplingLog
 from graphsys.storage.direct import ALIGN
+from graphsys.storage.pack_checks import write_pack_checksums
 
 FORMAT = "graphsys.pack"
 VERSION = 2
@@ -312,6 +313,7 @@ def _write_pack(sampling: SamplingLog, source: Any, plan: PackPlan, index: PackI
     (work / "plan.json").unlink()
     _write_file(work / CHECKSUMS_NAME, segment_checksums(work / "rows.bin", index).tobytes())
     _write_file(work / "pack.json", plan_text.encode())
+    write_pack_checksums(work)  # of the metadata files above, so written last
     fsync_dir(work)
     publish_directory(work, out, overwrite=overwrite)
 

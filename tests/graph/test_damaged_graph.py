@@ -153,3 +153,18 @@ def test_symlink_out_of_the_dataset_is_refused(dataset_dir, tmp_path) -> None:
     (root / entry.path).unlink()
     (root / entry.path).symlink_to(inner)
     graphsys.load_dataset(root)
+
+
+def test_in_range_damage_is_caught_at_first_read(dataset_dir, tmp_path) -> None:
+    """A label that stays a valid class, an edge to another real node: range checks pass,
+    the checksum at first read does not (before, only graphsys verify saw them)."""
+    labels = graphsys.load_dataset(dataset_dir).labels
+    root = _damaged(dataset_dir, tmp_path, "labels", 5, (int(labels[5]) + 1) % 3)
+    dataset = graphsys.load_dataset(root)  # sizes and manifest are fine
+    with pytest.raises(graphsys.ChecksumError, match=r"labels\.bin.*fails its checksum"):
+        dataset.labels
+    indices = graphsys.load_dataset(dataset_dir).graph.indices
+    root = damaged_copy(dataset_dir, tmp_path / "edge", "indices", 3, (int(indices[3]) + 1) % 500)
+    with pytest.raises(graphsys.ChecksumError, match=r"indices\.bin"):
+        graphsys.load_dataset(root).graph
+    assert graphsys.verify_dataset(root, progress=False).problems  # verify agrees

@@ -85,9 +85,10 @@ def test_bad_options_give_one_line_and_exit_2(dataset_dir, flag, value, named) -
 ])
 def test_corrupt_labels_and_splits_are_named(dataset_dir, tmp_path, key, position, value,
                                              named) -> None:
-    """Damage that keeps the checksummed manifest intact but not the arrays' meaning
-    (verify would see the bytes; training must not end in a torch traceback)."""
-    root = damaged_copy(dataset_dir, tmp_path / "bad", key, position, value)
+    """Values out of range that their checksums vouch for (a writer's bug; plain damage
+    is caught by the checksum at first read): training must not end in a torch
+    traceback."""
+    root = damaged_copy(dataset_dir, tmp_path / "bad", key, position, value, resign=True)
     rc, errors = _train(root)
     assert rc == 2 and len(errors) == 1 and named in errors[0], errors
 
