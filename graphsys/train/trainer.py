@@ -188,7 +188,10 @@ def _check_node_data(dataset: Any, num_nodes: int, labels: torch.Tensor,
             bad = int(ids.min()) if int(ids.min()) < 0 else int(ids.max())
             raise DatasetError(f"{where}: {name} holds node {bad}, outside [0, {num_nodes}); "
                                f"{fix}")
-        if len(np.unique(ids)) != len(ids):
+        # Splits are written sorted: strictly increasing ids are distinct in one pass;
+        # otherwise a count per node (np.unique's sort took 12 s on 6M ids).
+        if len(ids) > 1 and not bool(np.all(ids[1:] > ids[:-1])) \
+                and int(np.bincount(ids, minlength=num_nodes).max()) > 1:
             raise DatasetError(f"{where}: {name} lists a node twice; {fix}")
 
 

@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 import graphsys
 from conftest import damaged_copy
@@ -112,3 +113,23 @@ def test_a_disk_too_small_for_the_pack_is_one_line(dataset_dir, tmp_path, comman
     assert len(errors) == 1 and "spare); free space, pack on another disk with --pack DIR" \
         in errors[0], errors
     assert not pack.exists() and not (tmp_path / ".pack.packing").exists()
+
+
+@pytest.mark.parametrize("ids,twice", [
+    ([0, 3, 3, 7], True), ([7, 2, 9, 2], True), ([7, 2, 9, 0], False), ([1, 2, 5], False),
+])
+def test_a_split_listing_a_node_twice_is_refused(ids, twice) -> None:
+    from graphsys.errors import DatasetError
+    from graphsys.train.trainer import _check_node_data
+
+    class Data:
+        num_classes, root = 3, "data/x"
+
+    labels = torch.zeros(10, dtype=torch.int64)
+    split = {"train_idx": np.array(ids, dtype=np.int64)}
+    assert len(set(ids)) != len(ids) if twice else len(set(ids)) == len(ids)  # the reference
+    if twice:
+        with pytest.raises(DatasetError, match="train_idx lists a node twice"):
+            _check_node_data(Data(), 10, labels, split)
+    else:
+        _check_node_data(Data(), 10, labels, split)
