@@ -43,7 +43,12 @@ from graphsys.loader.trace import StageTrace
 from graphsys.storage.host_cache import hotness_order
 from graphsys.storage.memory import TensorStore
 from graphsys.storage.shared_cache import SharedDeviceCache
-from graphsys.train.checkpoint import load_checkpoint, save_checkpoint
+from graphsys.train.checkpoint import (
+    check_optimizer_state,
+    load_checkpoint,
+    restoring,
+    save_checkpoint,
+)
 from graphsys.train.distributed import (
     DistContext,
     is_collective_failure,
@@ -212,22 +217,27 @@ class ParallelTrainer(Trainer):
         if self.run_dir is None:
             raise TrainingConfigError("resume needs an output directory (--out)")
         state = load_checkpoint(self.run_dir / "checkpoint.pt", identity=self._identity())
-        next_batch = int(state.get("next_batch", 0))
-        saved_world = int(state.get("world_size", 1))
-        if next_batch and saved_world != self.ctx.world_size:
-            raise CheckpointError(f"{self.checkpoint_path} stopped mid-epoch with "
-                                  f"{saved_world} ranks; resume it with {saved_world} ranks")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.start_epoch = int(state["next_epoch"])
-        self.history = [EpochMetrics(**m) for m in state["history"]]
-        sampler = state.get("sampler", {})
-        self.loader.seed = int(sampler.get("loader_seed", self.loader.seed))
-        self.loader.sampler.seed = int(sampler.get("sampler_seed", self.loader.sampler.seed))
-        self._resume_batch = next_batch
-        if next_batch:
-            self._resume_rng = state["rng"][self.ctx.rank]
-            self._resume_partial = [float(v) for v in state["partial"][self.ctx.rank]]
+        with restoring(self.checkpoint_path):
+            next_batch = int(state.get("next_batch", 0))
+            saved_world = int(state.get("world_size", 1))
+            if next_batch and saved_world != self.ctx.world_size:
+                raise CheckpointError(f"{self.checkpoint_path} stopped mid-epoch with "
+                                      f"{saved_world} ranks; resume it with {saved_world} "
+                                      "ranks")
+            self.model.load_state_dict(state["model"])
+            fresh = [dict(g) for g in self.optimizer.param_groups]
+            self.optimizer.load_state_dict(state["optimizer"])
+            check_optimizer_state(self.optimizer, fresh, self.checkpoint_path)
+            self.start_epoch = int(state["next_epoch"])
+            self.history = [EpochMetrics(**m) for m in state["history"]]
+            sampler = state.get("sampler", {})
+            self.loader.seed = int(sampler.get("loader_seed", self.loader.seed))
+            self.loader.sampler.seed = int(sampler.get("sampler_seed",
+                                                       self.loader.sampler.seed))
+            self._resume_batch = next_batch
+            if next_batch:
+                self._resume_rng = state["rng"][self.ctx.rank]
+                self._resume_partial = [float(v) for v in state["partial"][self.ctx.rank]]
         return self.start_epoch
 
     def resume_if_restarted(self) -> bool:

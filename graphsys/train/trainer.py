@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -25,7 +26,12 @@ from graphsys.errors import (
     TrainingConfigError,
     TrainingDivergedError,
 )
-from graphsys.train.checkpoint import load_checkpoint, save_checkpoint
+from graphsys.train.checkpoint import (
+    check_optimizer_state,
+    load_checkpoint,
+    restoring,
+    save_checkpoint,
+)
 from graphsys.loader.device_path import GRAPH_MEMORY
 from graphsys.train.feature_setup import (
     SAMPLER_KINDS,
@@ -195,6 +201,16 @@ def _check_node_data(dataset: Any, num_nodes: int, labels: torch.Tensor,
             raise DatasetError(f"{where}: {name} lists a node twice; {fix}")
 
 
+def dataset_content_id(dataset: Any) -> str | None:
+    """A digest of a dataset directory's array checksums (None for in-memory data): two
+    datasets of the same name but other contents differ here, and --resume says so."""
+    manifest = getattr(dataset, "manifest", None)
+    if manifest is None:
+        return None
+    listed = "".join(f"{key}:{entry.sha256};" for key, entry in sorted(manifest.arrays.items()))
+    return hashlib.sha256(listed.encode()).hexdigest()[:16]
+
+
 def _epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7919 + 1) % (2**63)
 
@@ -272,7 +288,8 @@ class Trainer:
     # -- checkpoints -------------------------------------------------------------------
     def _identity(self) -> dict[str, Any]:
         c = self.config
-        return {"dataset": getattr(self.dataset, "name", None), "model": c.model,
+        return {"dataset": getattr(self.dataset, "name", None),
+                "dataset_content": dataset_content_id(self.dataset), "model": c.model,
                 "num_layers": c.num_layers, "hidden": c.hidden, "num_heads": c.num_heads,
                 "in_feats": self.in_feats, "num_classes": self.num_classes}
 
@@ -316,16 +333,19 @@ class Trainer:
         if self.checkpoint_path is None:
             raise TrainingConfigError("resume needs an output directory (--out)")
         state = load_checkpoint(self.checkpoint_path, identity=self._identity())
-        self._check_resumed_config(state.get("config", {}))
-        self.model.load_state_dict(state["model"])
-        if state.get("frozen_layers", 0):
-            if self.freezer is None:
-                raise TrainingConfigError(f"{self.checkpoint_path} has frozen layers; resume "
-                                          "with the same --freeze-* options")
-            self.freezer.restore(self, int(state["frozen_layers"]))
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.start_epoch = int(state["next_epoch"])
-        self.history = [EpochMetrics(**m) for m in state["history"]]
+        self._check_resumed_config(state["config"])
+        with restoring(self.checkpoint_path):
+            self.model.load_state_dict(state["model"])
+            if state.get("frozen_layers", 0):
+                if self.freezer is None:
+                    raise TrainingConfigError(f"{self.checkpoint_path} has frozen layers; "
+                                              "resume with the same --freeze-* options")
+                self.freezer.restore(self, int(state["frozen_layers"]))
+            fresh = [dict(g) for g in self.optimizer.param_groups]
+            self.optimizer.load_state_dict(state["optimizer"])
+            check_optimizer_state(self.optimizer, fresh, self.checkpoint_path)
+            self.start_epoch = int(state["next_epoch"])
+            self.history = [EpochMetrics(**m) for m in state["history"]]
         return self.start_epoch
 
     # -- training ----------------------------------------------------------------------

@@ -91,14 +91,16 @@ def test_truncated_checkpoint_is_refused(tmp_path: Path) -> None:
 
 def test_checkpoint_write_leaves_no_partial_on_failure(tmp_path: Path, monkeypatch) -> None:
     path = tmp_path / "c.pt"
-    save_checkpoint(path, {"identity": {}, "step": 1})
+    minimal = {"identity": {}, "config": {}, "model": {}, "optimizer": {}, "next_epoch": 0,
+               "history": []}
+    save_checkpoint(path, {**minimal, "step": 1})
 
     def boom(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("os.replace", boom)
     with pytest.raises(graphsys.DatasetError, match="no space left"):
-        save_checkpoint(path, {"identity": {}, "step": 2})
+        save_checkpoint(path, {**minimal, "step": 2})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]
     assert load_checkpoint(path, identity={})["step"] == 1
 
