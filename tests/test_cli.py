@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -40,11 +41,46 @@ def test_prepare_planetoid_info_verify(planetoid_dir, tmp_path):
     assert result.returncode == 1 and "features.bin: checksum mismatch" in result.stderr
 
 
-def test_info_without_path_lists_optional_packages():
-    result = graphsys("info")
-    assert result.returncode == 0
-    for name in ("torch", "cupy", "dgl", "numba"):
-        assert name in result.stdout
+def _info_rows(stdout: str) -> dict[str, tuple[str, str]]:
+    rows = {}
+    for line in stdout.splitlines()[1:]:
+        parts = line.split(None, 2)
+        if len(parts) >= 2 and parts[1] in ("yes", "no"):
+            rows[parts[0]] = (parts[1], parts[2] if len(parts) > 2 else "")
+    return rows
+
+
+def test_info_reports_what_each_package_really_is(tmp_path):
+    """Each row against what a separate interpreter finds (installed? which version?),
+    and packages planted on the path: one that works, one that breaks on import."""
+    import subprocess
+    import sys
+
+    fake = tmp_path / "site"
+    (fake / "dgl").mkdir(parents=True)
+    (fake / "dgl" / "__init__.py").write_text("__version__ = '9.9.9-planted'\n")
+    (fake / "torch_geometric").mkdir()
+    (fake / "torch_geometric" / "__init__.py").write_text("raise RuntimeError('planted')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(fake), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    result = subprocess.run([sys.executable, "-m", "graphsys", "info"], capture_output=True,
+                            text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    rows = _info_rows(result.stdout)
+    assert rows["dgl"] == ("yes", "9.9.9-planted")
+    assert rows["torch_geometric"][0] == "no" and "planted" in rows["torch_geometric"][1]
+    truth = json.loads(subprocess.run([sys.executable, "-c", (
+        "import importlib.metadata as m, importlib.util as u, json, torch\n"
+        "def v(name):\n"
+        "    return m.version(name) if u.find_spec(name) else None\n"
+        "print(json.dumps({'torch': v('torch'), 'numba': v('numba'), 'zarr': v('zarr'),\n"
+        "                  'scipy': v('scipy'), 'cuda': torch.cuda.is_available()}))")],
+        capture_output=True, text=True, check=True, timeout=120).stdout)
+    for name in ("torch", "numba", "zarr", "scipy"):
+        assert rows[name] == ("yes", truth[name]), name
+    assert rows["torch.cuda"][0] == ("yes" if truth["cuda"] else "no")
+    if not truth["cuda"]:
+        assert rows["cupy"][0] == "no"
 
 
 def test_errors_are_one_clear_line(tmp_path):

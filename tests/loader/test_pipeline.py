@@ -50,13 +50,36 @@ def live_stage_threads() -> list[threading.Thread]:
         ("graphsys-sample", "graphsys-read", "graphsys-copy"))]
 
 
+def check_against_sources(batches, graph, feats) -> None:
+    """Each batch against the graph and the feature table, not against graphsys code:
+    rows are ``feats[input_nodes]``, labels ``id % 3``, every block edge a graph edge, and
+    the seeds of an epoch every node once."""
+    indptr, indices = graph.indptr.numpy(), graph.indices.numpy()
+    edges = {(int(indices[e]), v) for v in range(NUM_NODES)
+             for e in range(indptr[v], indptr[v + 1])}
+    seeds = []
+    for b in batches:
+        ids = b.input_nodes.numpy()
+        np.testing.assert_array_equal(b.blocks[0].srcdata["feat"].numpy(), feats.numpy()[ids])
+        out = b.output_nodes.numpy()
+        np.testing.assert_array_equal(b.blocks[-1].dstdata["label"].numpy(), out % 3)
+        for block in b.blocks:
+            src, dst = (t.numpy() for t in block.edges())
+            nodes = block.srcdata["_ID"].numpy()
+            assert all((int(nodes[s]), int(nodes[d])) in edges for s, d in zip(src, dst))
+        seeds.extend(out.tolist())
+    assert sorted(seeds) == list(range(NUM_NODES))
+
+
 @pytest.mark.parametrize("mode", ["pipelined", "serial"])
 def test_yields_the_dataloaders_batches(graph, feats, mode) -> None:
     plain = make_loader(graph, feats)
     piped = PipelinedLoader(make_loader(graph, feats), mode=mode, depth=1)
     for _epoch in range(2):  # both advance their epoch counter per iteration
         expected = as_lists(plain)
-        assert as_lists(piped) == expected
+        batches = list(piped)
+        check_against_sources(batches, graph, feats)
+        assert as_lists(batches) == expected
     assert len(piped) == len(plain) == -(-NUM_NODES // 7)
     assert not live_stage_threads()
 
@@ -92,7 +115,10 @@ def test_read_stage_prefetches_the_next_batches(graph, feats, mode) -> None:
     assert as_lists(PipelinedLoader(loader, mode=mode)) == expected
     assert loader.features.calls == reference.features.calls
     inputs = [b[0] for b in expected]
+    # Lookahead 2, by definition: before batch k is read, batches k+1 and k+2 are announced.
     assert loader.features.calls[0] == inputs[1:3]
+    announced = [call for call in loader.features.calls if call]
+    assert announced == [inputs[k + 1 : k + 3] for k in range(len(announced))]
 
 
 class FailingSampler:
