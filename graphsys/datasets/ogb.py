@@ -228,6 +228,11 @@ def _write_features(writer: DatasetWriter, path: Path, n: int, storage: str,
             dim = data[: data.index(b"\n")].count(b",") + 1
             sink = writer.array_sink("features", np.float32, (n, dim), storage=storage)
         rows = _parse(data, path, first, sink.shape[1], np.float32)
+        finite = np.isfinite(rows).all(axis=1)  # also what overflows float32 (1e39)
+        if not finite.all():
+            bad = int(np.argmin(finite))
+            raise InputFormatError(f"{path}: line {first + bad} has a NaN or infinite feature "
+                                   "(or one beyond float32's range); features must be finite")
         if written + rows.shape[0] > n:
             raise InputFormatError(f"{path} has more than {n} rows, one per node expected")
         sink.append(rows)
