@@ -117,3 +117,13 @@ def damaged_copy(dataset_dir: Path, out: Path, key: str, position, value, *,
         manifest = dataclasses.replace(manifest, arrays=arrays)
         (out / MANIFEST_NAME).write_text(manifest.dumps())
     return out
+
+
+def synthetic_dir(tmp_path_factory, label: str, **config) -> Path:
+    """A synthetic dataset directory generated once for a module (``config``: the
+    :class:`SyntheticConfig` fields)."""
+    from graphsys.datasets.synthetic import SyntheticConfig, generate_synthetic
+
+    out = tmp_path_factory.mktemp(label) / "syn"
+    generate_synthetic(out, SyntheticConfig(**config), progress=False)
+    return out

@@ -13,19 +13,16 @@ import scipy.sparse as sp
 import torch
 
 import graphsys
-from conftest import damaged_copy
+from conftest import damaged_copy, synthetic_dir
 from graphsys import CSCGraph, InputFormatError, NeighborSampler
 from graphsys.cuda import GPUNeighborSampler
 from graphsys.datasets.planetoid import read_planetoid
-from graphsys.datasets.synthetic import SyntheticConfig, generate_synthetic
 
 
 @pytest.fixture(scope="module")
 def dataset_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("dmg") / "syn"
-    generate_synthetic(out, SyntheticConfig(num_nodes=500, num_edges=4000, feat_dim=8,
-                                            num_classes=3, seed=1), progress=False)
-    return out
+    return synthetic_dir(tmp_path_factory, "dmg", num_nodes=500, num_edges=4000, feat_dim=8,
+                         num_classes=3, seed=1)
 
 
 def _damaged(dataset_dir, tmp_path, key, position, value):

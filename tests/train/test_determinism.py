@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from graphsys.datasets.synthetic import SyntheticConfig, generate_synthetic
+from conftest import synthetic_dir
 from graphsys.nn import GAT, GCN, GraphSAGE
 from graphsys.samplers.block import Block
 
@@ -54,10 +54,8 @@ def test_gradients_are_identical_run_to_run(model_cls) -> None:
 
 @pytest.fixture(scope="module")
 def dataset_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("det") / "syn"
-    generate_synthetic(out, SyntheticConfig(num_nodes=20000, num_edges=200000, feat_dim=256,
-                                            num_classes=4, seed=5), progress=False)
-    return out
+    return synthetic_dir(tmp_path_factory, "det", num_nodes=20000, num_edges=200000,
+                         feat_dim=256, num_classes=4, seed=5)
 
 
 def _metrics(dataset_dir, out, *extra) -> list[dict]:

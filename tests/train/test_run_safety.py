@@ -12,16 +12,13 @@ import pytest
 import torch
 
 import graphsys
-from conftest import damaged_copy
-from graphsys.datasets.synthetic import SyntheticConfig, generate_synthetic
+from conftest import damaged_copy, synthetic_dir
 
 
 @pytest.fixture(scope="module")
 def dataset_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("safe") / "syn"
-    generate_synthetic(out, SyntheticConfig(num_nodes=400, num_edges=3000, feat_dim=8,
-                                            num_classes=3, seed=2), progress=False)
-    return out
+    return synthetic_dir(tmp_path_factory, "safe", num_nodes=400, num_edges=3000, feat_dim=8,
+                         num_classes=3, seed=2)
 
 
 def _train(root, *extra):
