@@ -150,8 +150,8 @@ def is_collective_failure(exc: BaseException) -> bool:
 
 def rank_failure(ctx: DistContext, exc: BaseException, checkpoint: str | None) -> RankFailure:
     """The one-line error a surviving rank reports when a collective failed."""
-    resume = (f"the last checkpoint is {checkpoint}; rerun the same command (or let "
-              "torchrun --max-restarts restart it) to resume from there"
+    resume = (f"the last checkpoint is {checkpoint}; rerun the same command with --resume "
+              "(or let torchrun --max-restarts restart it) to continue from there"
               if checkpoint else "no checkpoint was written (pass --out to keep one)")
     return RankFailure(
         f"rank {ctx.rank} of {ctx.world_size}: a collective failed or waited more than "

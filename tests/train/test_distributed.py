@@ -207,6 +207,8 @@ def test_a_dead_rank_fails_the_other_fast(dataset_dir: Path, tmp_path: Path) -> 
     assert procs[0].returncode == 2, out + err
     assert "rank 0 of 2: a collective failed or waited more than 20s" in err
     assert "another rank probably died" in err
+    # Rerunning without --resume would be refused (the run directory holds a run).
+    assert "rerun the same command with --resume" in err or "no checkpoint was written" in err
 
 
 def test_restart_resumes_with_the_same_weights(dataset_dir: Path, straight_run: Path,
