@@ -36,10 +36,10 @@ half an epoch the training seeds switch to another community); ``fanout-drift``
 (after half an epoch the fanouts change to [10,10,10]).
 
 Demand misses of the prefetching run depend on the link, sized without the oracle
-from what a user knows before training: the presample predicts that a cache of this
-size misses the accesses outside its top rows (``1 - top-capacity share of the
-presample counts``); the link may move ``headroom`` x those predicted rows per batch
-(presample rows per batch x predicted miss rate) while a batch computes. The
+from what a user knows before training, the presample: a static cache of the top
+rows of its first half misses a share of its second half's accesses (held out, so a
+presample whose rows all fit still predicts misses); the link may move ``headroom`` x
+those predicted rows per batch while a batch computes. The
 prefetcher looks ``lookahead`` = 16 batches ahead (the window also ranks admission:
 a row needed within it outranks any other, Belady's rule within the window; 16 is the
 hybrid policy's half-life, a sampling queue a loader can keep) and stages rows beside
@@ -215,20 +215,26 @@ def belady_from(batches: list[torch.Tensor], capacity: int, num_rows: int,
     return int(belady([start, *batches], capacity, num_rows).misses[1:].sum())
 
 
-def predicted_link(counts: np.ndarray, presample_batches: int, capacity: int,
-                   headroom: float) -> tuple[int, float]:
+def predicted_link(pre, num_rows: int, capacity: int, headroom: float) -> tuple[int, float]:
     """``(link rows per batch, predicted miss rate)`` from the presample alone.
 
-    A cache of ``capacity`` rows is predicted to miss the presample's accesses outside
-    its top ``capacity`` rows; the link carries ``headroom`` x those rows per batch.
+    The top ``capacity`` rows of the presample's first half are the cache it predicts;
+    the share of its second half's accesses outside them is the predicted miss rate
+    (held out, so a presample whose rows all fit in the cache does not predict 0). The
+    link carries ``headroom`` x the predicted misses of a batch of the second half.
     """
-    total = float(counts.sum())
-    if total == 0:
+    half = pre.num_batches // 2
+    if half == 0 or capacity == 0:
         return 0, 0.0
-    top = float(np.partition(counts, counts.size - capacity)[counts.size - capacity:].sum()) \
-        if capacity else 0.0
-    miss = 1 - top / total
-    return int(math.ceil(headroom * miss * total / presample_batches)), miss
+    cut = int(pre.offsets[half])
+    first, second = pre.input_nodes[:cut], pre.input_nodes[cut:]
+    counts = np.bincount(first, minlength=num_rows)
+    top = np.argsort(-counts, kind="stable")[:capacity]
+    cached = np.zeros(num_rows, dtype=bool)
+    cached[top[counts[top] > 0]] = True
+    miss = float(1 - cached[second].mean()) if second.size else 0.0
+    per_batch = second.size / (pre.num_batches - half)
+    return int(math.ceil(headroom * miss * per_batch)), miss
 
 
 def contenders(warm: list[torch.Tensor], measured: list[torch.Tensor], *, num_rows: int,
@@ -302,7 +308,7 @@ def run_scenario(name: str, ds, scenario: str, args) -> dict:
               "capacities": {}}
     for frac in args.capacities:
         capacity = int(frac * n)
-        link, miss = predicted_link(counts, pre.num_batches, capacity, args.headroom)
+        link, miss = predicted_link(pre, n, capacity, args.headroom)
         stage_rows = min(int(args.stage * link), capacity // 16)
         rows = contenders(warm, measured, num_rows=n, capacity=capacity, counts=counts,
                           presample_batches=pre.num_batches, degrees=degrees,
@@ -315,7 +321,8 @@ def run_scenario(name: str, ds, scenario: str, args) -> dict:
         print(f"{name}/{scenario} {frac:.0%}: hit {line}", flush=True)
         ratio = "  ".join(f"{p}={rows[p]['moved_rows'] / rows[p]['belady_rows']:.2f}"
                           for p in POLICIES if rows[p]["belady_rows"])
-        print(f"{name}/{scenario} {frac:.0%}: moved/belady {ratio}", flush=True)
+        print(f"{name}/{scenario} {frac:.0%}: moved/belady {ratio}  (link {link} rows/batch, "
+              f"predicted miss {miss:.3f}, stage {stage_rows})", flush=True)
     return result
 
 
@@ -416,8 +423,9 @@ def main(argv: list[str] | None = None) -> int:
               + " ".join([""] + (argv if argv is not None else sys.argv[1:])),
               "fanouts": FANOUTS, "batch_size": BATCH, "lookahead": args.lookahead,
               "headroom": args.headroom, "stage": args.stage,
-              "link": "headroom x presample rows per batch x (1 - share of the presample's "
-                      "accesses in its top capacity rows); no oracle",
+              "link": "headroom x predicted misses per batch: the share of the presample's "
+                      "second half outside the top capacity rows of its first half, x its "
+                      "rows per batch; no oracle",
               "accounting": "moved = rows crossing host->device during the measured epoch "
                             "(demand + prefetch) + rows staged at its start + preloaded rows "
                             "no warm-up batch asked for; belady_rows = Belady's optimum with "

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -179,7 +180,10 @@ def test_every_contender_moves_at_least_belady(lookahead: int) -> None:
     measured = [batch(0) for _ in range(3)] + [batch(20) for _ in range(3)]
     counts = np.bincount(torch.cat(pre).numpy(), minlength=N)
     capacity = 10
-    link, _ = bench.predicted_link(counts, len(pre), capacity, 1.25)
+    log = SimpleNamespace(num_batches=len(pre), input_nodes=torch.cat(pre).numpy(),
+                          offsets=np.cumsum([0] + [b.numel() for b in pre]))
+    link, miss = bench.predicted_link(log, N, capacity, 1.25)
+    assert link > 0 and 0 < miss < 1
     rows = bench.contenders(warm, measured, num_rows=N, capacity=capacity, counts=counts,
                             presample_batches=len(pre), degrees=np.arange(N),
                             lookahead=lookahead, link=link, stage_rows=4)
