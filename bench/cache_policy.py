@@ -40,16 +40,19 @@ from what a user knows before training, the presample: a static cache of the top
 rows of its first half misses a share of its second half's accesses (held out, so a
 presample whose rows all fit still predicts misses); the link may move ``headroom`` x
 those predicted rows per batch while a batch computes. The
-prefetcher looks ``lookahead`` = 16 batches ahead (the window also ranks admission:
-a row needed within it outranks any other, Belady's rule within the window; 16 is the
-hybrid policy's half-life, a sampling queue a loader can keep) and stages rows beside
+prefetcher looks ``lookahead`` = 16 batches ahead: the window also ranks admission (a
+row needed within it outranks any other: Belady's rule within the window), so a longer
+window moves fewer rows; on the quick papers graph at 10%, 1.19x / 1.03x / 1.00x its
+Belady at lookahead 1 / 4 / 16 (``cache_policy_quick_lookahead*.json``), and a queued
+batch costs only its ids. It stages rows beside
 the slots: the next batch's missing rows, plus rows of later batches while fewer
 than ``stage`` x the link's rows per batch, and at most 1/16 of the cache, are staged
 (device memory beyond the cache's capacity, reported as ``stage_rows`` and given to
 its Belady comparator too).
 
-Run: ``python bench/cache_policy.py --workloads papers`` (about 15 minutes on 2 cores)
-or ``--quick`` (both workloads at 200k nodes, about 2 minutes). Writes
+Run: ``python bench/cache_policy.py --workloads papers`` (one capacity, ``--capacities
+0.1``, took FULL_MIN minutes on this shared 2-core machine at load 8-9) or ``--quick``
+(both workloads at 200k nodes, 15 minutes there). Writes
 ``bench/results/cache_policy[_quick].json`` and ``.png``.
 """
 
@@ -408,6 +411,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workloads", nargs="+", default=["papers", "products"],
                         choices=["papers", "products"])
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=SCENARIOS)
+    parser.add_argument("--note", default="",
+                        help="why this configuration (kept in the JSON, e.g. a reduced run)")
     parser.add_argument("--out", type=Path, default=None,
                         help="JSON path (default bench/results/cache_policy[_quick].json)")
     args = parser.parse_args(argv)
@@ -423,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
               + " ".join([""] + (argv if argv is not None else sys.argv[1:])),
               "fanouts": FANOUTS, "batch_size": BATCH, "lookahead": args.lookahead,
               "headroom": args.headroom, "stage": args.stage,
+              "capacities": args.capacities, "note": args.note,
               "link": "headroom x predicted misses per batch: the share of the presample's "
                       "second half outside the top capacity rows of its first half, x its "
                       "rows per batch; no oracle",
