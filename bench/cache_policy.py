@@ -51,7 +51,7 @@ than ``stage`` x the link's rows per batch, and at most 1/16 of the cache, are s
 its Belady comparator too).
 
 Run: ``python bench/cache_policy.py --workloads papers`` (one capacity, ``--capacities
-0.1``, took FULL_MIN minutes on this shared 2-core machine at load 8-9) or ``--quick``
+0.1``, took 17 minutes on this shared 2-core machine at load 8-9) or ``--quick``
 (both workloads at 200k nodes, 15 minutes there). Writes
 ``bench/results/cache_policy[_quick].json`` and ``.png``.
 """
