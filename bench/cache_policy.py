@@ -381,7 +381,7 @@ def plot(result: dict, path: Path) -> None:
         for policy in POLICIES:
             hit = [r[k]["policies"][policy]["request_hit_rate"] * 100 for k in r]
             moved = [r[k]["policies"][policy]["traffic_vs_none"] * 100 for k in r]
-            style = "k--" if policy == "belady" else "-o"
+            style = "k--x" if policy == "belady" else "-o"  # x: visible with one capacity
             axes[0][col].plot(xs, hit, style, label=policy, markersize=3)
             axes[1][col].plot(xs, moved, style, label=policy, markersize=3)
         axes[0][col].set_title(f"{wl} / {sc}")
