@@ -194,3 +194,11 @@ def test_every_contender_moves_at_least_belady(lookahead: int) -> None:
                                      + raw["moved_prefetch"]), policy
         assert bench.summarise(raw, requests)["moved_vs_belady"] >= 1.0, policy
     assert rows["none"]["moved_rows"] == requests
+    # The same stream through a logged prefetching cache: the bench counts every crossing
+    # the reference counts, and beyond them only rows held unasked at the start.
+    cache, clock = logged_cache("hybrid", capacity, counts=counts, lookahead=lookahead,
+                                stage_rows=4)
+    raw, _ = bench.replay(cache, warm, measured, lookahead=lookahead, budget=link)
+    reference = reference_moved(clock, warm, measured)
+    assert reference <= raw["moved_rows"]
+    assert raw["moved_rows"] <= reference + raw["staged_at_start"] + raw["moved_preload"]
