@@ -354,8 +354,9 @@ class DeviceCache(StoreBase):
         rows; in all at most ``budget_rows`` rows per call (default no limit).
 
         Staged rows wait beside the slots, not in them: an early fetch into a slot
-        evicts a resident and so shrinks the cache by the rows in flight (1.30x Belady's
-        traffic on the papers-like bench, 1.11x staged). The whole window still ranks
+        evicts a resident and so shrinks the cache by the rows in flight (prefetching
+        straight into slots measured 1.30x Belady's traffic on the papers-like bench; the
+        staged prefetcher 1.10x, ``bench/results/cache_policy.json``). The whole window ranks
         rows at admission: a row needed within it outranks any row that is not.
         """
         if budget_rows is not None and budget_rows < 0:
