@@ -354,9 +354,9 @@ class DeviceCache(StoreBase):
         rows; in all at most ``budget_rows`` rows per call (default no limit).
 
         Staged rows wait beside the slots, not in them: an early fetch into a slot
-        evicts a resident and so shrinks the cache by the rows in flight (prefetching
-        straight into slots measured 1.30x Belady's traffic on the papers-like bench; the
-        staged prefetcher 1.10x, ``bench/results/cache_policy.json``). The whole window ranks
+        evicts a resident and so shrinks the cache by the rows in flight (staged, the
+        prefetcher moves 1.10x its Belady's rows on the stationary papers-like bench,
+        ``bench/results/cache_policy.json``). The whole window still ranks
         rows at admission: a row needed within it outranks any row that is not.
         """
         if budget_rows is not None and budget_rows < 0:
