@@ -13,6 +13,13 @@ on a pipe) so drift in the machine's load hits both alike; besides the overall r
 (all sampled edges / all timed seconds) the results give each contender's best round and
 the median of the per-round ratios, which resist bursts of load from other processes.
 
+Index dtypes differ by default: graphsys loads the graph's indices as int32 (the
+narrowest that holds the node ids), DGL's id type is int64. A third contender, the same
+graphsys sampler on the graph with int64 indices, gives an equal-dtype pair
+(``equal_dtype`` in the JSON); every contender's ``index_dtype`` is recorded. (DGL with
+``--dgl-idtype int32`` is the other equal pair, but DGL 2.1.0 samples wrongly with int32
+on more than one thread.) The three take turns, rotating who goes first each round.
+
 The graph is generated once into ``bench/.data/`` and reused. Results go to
 ``bench/results/sampling.json`` and ``sampling.png`` (``sampling-quick.*`` with ``--quick``).
 
@@ -201,18 +208,27 @@ def summarise(rounds: list[dict], num_batches: int) -> dict:
     }
 
 
+def ratios(a: dict, b: dict) -> list[float]:
+    """``a``'s rate over ``b``'s, round by round (the rounds ran back to back)."""
+    return [x / y for x, y in zip(a["edges_per_s_by_round"], b["edges_per_s_by_round"],
+                                  strict=True)]
+
+
 def plot(result: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = ["graphsys", f"DGL {result['versions']['dgl']}"]
-    keys = ["graphsys", "dgl"]
+    dt = result["index_dtypes"]
+    keys = ["graphsys", "graphsys_int64", "dgl"]
+    names = [f"graphsys\n{dt['graphsys']}", "graphsys\nint64",
+             f"DGL {result['versions']['dgl']}\n{dt['dgl']}"]
+    colors = ["#1f77b4", "#6baed6", "#ff7f0e"]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.2),
                                    gridspec_kw={"width_ratios": [1, 1.4]})
     rates = [result[k]["edges_per_s"] / 1e6 for k in keys]
-    bars = ax1.bar(names, rates, color=["#1f77b4", "#ff7f0e"], alpha=0.85,
+    bars = ax1.bar(names, rates, color=colors, alpha=0.85,
                    label="all rounds")
     ax1.bar_label(bars, fmt="%.2f", label_type="center", color="white", fontweight="bold")
     for j, key in enumerate(keys):  # each round's rate: the spread is the machine's noise
@@ -221,15 +237,17 @@ def plot(result: dict, path: Path) -> None:
                     label="one round" if j == 0 else None)
     ax1.set_ylabel("sampled edges / s (millions)")
     ax1.legend(fontsize=8)
+    eq = result["equal_dtype"]
     ax1.set_title(f"graphsys / DGL = {result['ratio_edges_per_s']:.2f}x "
-                  f"(median of rounds {result['ratio_median_of_rounds']:.2f}x)", fontsize=10)
+                  f"({dt['graphsys']} vs {dt['dgl']}),\n{eq['ratio_edges_per_s']:.2f}x with "
+                  f"{eq['index_dtype']} on both", fontsize=10)
     layers = len(result["fanouts"])
     x = np.arange(layers)
     for j, (key, name) in enumerate(zip(keys, names, strict=True)):
         counts = np.array(result[key]["edges_per_batch_by_layer"]) / 1e3
-        b = ax2.bar(x + (j - 0.5) * 0.38, counts, 0.38, label=name,
-                    color=["#1f77b4", "#ff7f0e"][j])
-        ax2.bar_label(b, fmt="%.1f", fontsize=8)
+        b = ax2.bar(x + (j - 1) * 0.27, counts, 0.27, label=name.replace("\n", " "),
+                    color=colors[j])
+        ax2.bar_label(b, fmt="%.1f", fontsize=6)
     ax2.set_xticks(x, [f"block {i}\nfanout {f}" for i, f in enumerate(result["fanouts"])])
     ax2.set_ylabel("edges per batch (thousands)")
     ax2.set_title("same work: sampled edges per layer")
@@ -263,37 +281,57 @@ def run(args: argparse.Namespace) -> dict:
     batches = [torch.from_numpy(row) for row in seeds]
     warm, timed = batches[: args.warmup], batches[args.warmup :]
 
+    # The same graph with int64 indices: DGL's default id type, for an equal-dtype pair.
+    graph64 = CSCGraph(graph.indptr, graph.indices.to(torch.int64))
+    graphs = {str(graph.indices.dtype).replace("torch.", ""): graph, "int64": graph64}
     sampler, impl = graphsys_sampler(args.fanouts)
     start = time.perf_counter()
     for row in warm:  # the first call compiles the numba kernels (or loads their cache)
         sampler.sample(graph, row)
     warmup_s = time.perf_counter() - start
+    for row in warm:  # int64 indices compile their own specialisation
+        sampler.sample(graph64, row)
+    # Untimed: with the same key, int64 indices must give exactly the int32 samples (the
+    # timed calls draw fresh keys, so their samples differ from round to round).
+    same_samples = all(
+        torch.equal(a.src_nodes, b.src_nodes) and torch.equal(a.indices, b.indices)
+        for row in warm
+        for a, b in zip(sampler.sample(graph, row, key=7).blocks,
+                        sampler.sample(graph64, row, key=7).blocks, strict=True))
 
     with tempfile.TemporaryDirectory(prefix="graphsys-sampling-") as tmp:
         seeds_file = Path(tmp) / "seeds.npy"
         np.save(seeds_file, seeds)
         worker = DGLWorker(args, data, seeds_file)
+        names = ["graphsys", "graphsys_int64", "dgl"]
+        rounds: dict[str, list[dict]] = {n: [] for n in names}
         try:
-            ours, theirs = [], []
             for r in range(args.rounds):
-                # Alternate who goes first, so neither always follows the other.
-                if r % 2 == 0:
-                    ours.append(graphsys_round(sampler, graph, timed))
-                    theirs.append(worker.round())
-                else:
-                    theirs.append(worker.round())
-                    ours.append(graphsys_round(sampler, graph, timed))
-                print(f"round {r + 1}/{args.rounds}: graphsys "
-                      f"{sum(ours[-1]['edges_per_layer']) / ours[-1]['seconds'] / 1e6:.2f}, "
-                      f"DGL {sum(theirs[-1]['edges_per_layer']) / theirs[-1]['seconds'] / 1e6:.2f}"
+                # Rotate who goes first, so no contender always follows another.
+                for name in names[r % 3:] + names[: r % 3]:
+                    if name == "dgl":
+                        rounds[name].append(worker.round())
+                    else:
+                        g = graph if name == "graphsys" else graph64
+                        rounds[name].append(graphsys_round(sampler, g, timed))
+                rate = {n: sum(rounds[n][-1]["edges_per_layer"]) / rounds[n][-1]["seconds"]
+                        / 1e6 for n in names}
+                print(f"round {r + 1}/{args.rounds}: graphsys {rate['graphsys']:.2f} "
+                      f"(int64 indices {rate['graphsys_int64']:.2f}), DGL {rate['dgl']:.2f}"
                       " M edges/s", file=sys.stderr)
         finally:
             worker.close()
+    ours, ours64, theirs = rounds["graphsys"], rounds["graphsys_int64"], rounds["dgl"]
 
     info = worker.info
     ours_s, theirs_s = summarise(ours, len(timed)), summarise(theirs, len(timed))
-    paired = [a / b for a, b in zip(ours_s["edges_per_s_by_round"],
-                                    theirs_s["edges_per_s_by_round"], strict=True)]
+    ours64_s = summarise(ours64, len(timed))
+    gs_dtype = str(graph.indices.dtype).replace("torch.", "")
+    # The pair with equal index dtypes: graphsys at DGL's id type.
+    equal_s = ours_s if args.dgl_idtype == gs_dtype else ours64_s
+    equal_name = "graphsys" if args.dgl_idtype == gs_dtype else "graphsys_int64"
+    paired = ratios(ours_s, theirs_s)
+    paired_equal = ratios(equal_s, theirs_s)
     try:
         layer = numba.threading_layer()
     except ValueError:  # no parallel kernel ran
@@ -318,10 +356,17 @@ def run(args: argparse.Namespace) -> dict:
                      "numba_threads": numba.get_num_threads(),
                      "numba_threading_layer": layer,
                      "torch_threads": torch.get_num_threads(),
-                     "graph_indices_dtype": str(graph.indices.dtype).replace("torch.", "")},
+                     "index_dtype": gs_dtype,
+                     "graph_indices_dtype": gs_dtype},
+        "graphsys_int64": {**ours64_s, "index_dtype": "int64",
+                           "note": "the same graph with its indices cast to int64 (DGL's "
+                                   "default id type); same sampler and batches"},
         "dgl": {**theirs_s, "graph_build_s": round(info["build_s"], 3),
                 "torch_threads": info["torch_threads"], "omp_num_threads": args.threads,
+                "index_dtype": info["idtype"],
                 "idtype": info["idtype"], "graph_formats": info["graph_formats"]},
+        "index_dtypes": {"graphsys": gs_dtype, "graphsys_int64": "int64",
+                         "dgl": info["idtype"]},
         "ratio_edges_per_s": round(ours_s["edges_per_s"] / theirs_s["edges_per_s"], 3),
         "ratio_batches_per_s": round(ours_s["batches_per_s"] / theirs_s["batches_per_s"], 3),
         "ratio_best_round": round(max(ours_s["edges_per_s_by_round"])
@@ -331,6 +376,17 @@ def run(args: argparse.Namespace) -> dict:
         # Both sample without replacement, so the work should agree to a fraction of 1%.
         "sampled_edges_rel_diff": round(
             ours_s["sampled_edges"] / theirs_s["sampled_edges"] - 1, 5),
+        "equal_dtype": {
+            "index_dtype": args.dgl_idtype, "graphsys_contender": equal_name,
+            "ratio_edges_per_s": round(equal_s["edges_per_s"] / theirs_s["edges_per_s"], 3),
+            "ratio_best_round": round(max(equal_s["edges_per_s_by_round"])
+                                      / max(theirs_s["edges_per_s_by_round"]), 3),
+            "ratio_median_of_rounds": round(statistics.median(paired_equal), 3),
+            "ratio_by_round": [round(r, 3) for r in paired_equal],
+            "sampled_edges_rel_diff": round(
+                equal_s["sampled_edges"] / theirs_s["sampled_edges"] - 1, 5)},
+        "graphsys_int32_over_int64": round(ours_s["edges_per_s"] / ours64_s["edges_per_s"], 3),
+        "graphsys_int64_same_samples_same_key": same_samples,
         "versions": {"graphsys": graphsys.__version__, "torch": torch.__version__,
                      "numba": numba.__version__, "numpy": np.__version__,
                      "dgl": info["dgl"], "dgl_torch": info["torch"],
@@ -348,29 +404,37 @@ def main(argv: list[str] | None = None) -> None:
     png = args.results.with_suffix(".png")
     plot(result, png)
 
-    ours, theirs = result["graphsys"], result["dgl"]
     g = result["graph"]
+    dt = result["index_dtypes"]
     print(f"graph {g['num_nodes']:,} nodes, {g['num_edges']:,} edges; fanouts "
           f"{result['fanouts']}, batch {result['batch_size']}, {result['threads']} threads, "
           f"{result['rounds']} x {result['timed_batches_per_round']} timed batches")
-    header = f"{'':<32}{'graphsys':>14}{'DGL ' + result['versions']['dgl']:>14}"
-    print(header)
+    keys = ["graphsys", "graphsys_int64", "dgl"]
+    heads = [f"graphsys {dt['graphsys']}", "graphsys int64", f"DGL {dt['dgl']}"]
+    print(f"{'':<32}" + "".join(f"{h:>16}" for h in heads))
     rows = [("M sampled edges/s", "edges_per_s", 1e-6, ".2f"),
             ("batches/s", "batches_per_s", 1, ".2f"),
             ("median ms/batch", "median_batch_ms", 1, ".2f")]
     for label, key, scale, fmt in rows:
-        print(f"{label:<32}{ours[key] * scale:>14{fmt}}{theirs[key] * scale:>14{fmt}}")
+        print(f"{label:<32}" + "".join(f"{result[k][key] * scale:>16{fmt}}" for k in keys))
     for i, f in enumerate(result["fanouts"]):
         for what, key in (("edges", "edges_per_batch_by_layer"),
                           ("src nodes", "src_nodes_per_batch_by_layer")):
             label = f"block {i} (fanout {f}) {what}"
-            print(f"{label:<32}{ours[key][i]:>14,.0f}{theirs[key][i]:>14,.0f}")
-    best = [max(ours["edges_per_s_by_round"]), max(theirs["edges_per_s_by_round"])]
-    print(f"{'best round M edges/s':<32}{best[0] / 1e6:>14.2f}{best[1] / 1e6:>14.2f}")
-    print(f"ratio graphsys/DGL: {result['ratio_edges_per_s']:.2f}x edges/s overall, "
+            print(f"{label:<32}" + "".join(f"{result[k][key][i]:>16,.0f}" for k in keys))
+    best = [max(result[k]["edges_per_s_by_round"]) / 1e6 for k in keys]
+    print(f"{'best round M edges/s':<32}" + "".join(f"{b:>16.2f}" for b in best))
+    eq = result["equal_dtype"]
+    print(f"ratio graphsys/DGL ({dt['graphsys']} vs {dt['dgl']}): "
+          f"{result['ratio_edges_per_s']:.2f}x edges/s overall, "
           f"{result['ratio_median_of_rounds']:.2f}x median of rounds, "
           f"{result['ratio_best_round']:.2f}x best rounds "
           f"(sampled edges differ by {100 * result['sampled_edges_rel_diff']:+.2f}%)")
+    print(f"ratio graphsys/DGL, both {eq['index_dtype']}: {eq['ratio_edges_per_s']:.2f}x "
+          f"overall, {eq['ratio_median_of_rounds']:.2f}x median of rounds, "
+          f"{eq['ratio_best_round']:.2f}x best rounds; graphsys int32/int64 "
+          f"{result['graphsys_int32_over_int64']:.2f}x (same samples for the same key: "
+          f"{result['graphsys_int64_same_samples_same_key']})")
     print(f"load average at start/end: {result['machine']['load_average_at_start'][0]}/"
           f"{result['machine']['load_average_at_end'][0]} on {os.cpu_count()} cores")
     print(f"results: {args.results}, {png}")
