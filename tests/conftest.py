@@ -127,3 +127,25 @@ def synthetic_dir(tmp_path_factory, label: str, **config) -> Path:
     out = tmp_path_factory.mktemp(label) / "syn"
     generate_synthetic(out, SyntheticConfig(**config), progress=False)
     return out
+
+
+def fewest_fetches(batches, capacity: int, start=frozenset()) -> int:
+    """Belady's optimum by exhaustive search: the fewest rows any demand cache of
+    ``capacity`` rows (bypass allowed) holding ``start`` fetches for ``batches`` (lists
+    or sets of ids). Exponential: for streams of a handful of ids."""
+    import itertools
+
+    states = {frozenset(start): 0}
+    for batch in batches:
+        asked = frozenset(batch)
+        nxt: dict[frozenset, int] = {}
+        for held, cost in states.items():
+            cost += len(asked - held)
+            pool = sorted(held | asked)
+            for k in range(min(capacity, len(pool)) + 1):
+                for keep in itertools.combinations(pool, k):
+                    key = frozenset(keep)
+                    if cost < nxt.get(key, 1 << 30):
+                        nxt[key] = cost
+        states = nxt
+    return min(states.values())

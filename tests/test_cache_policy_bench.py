@@ -10,7 +10,7 @@ or if the next thing that happens to its row is a request by a measured batch.
 
 from __future__ import annotations
 
-import itertools
+from conftest import fewest_fetches
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -136,22 +136,6 @@ def test_a_preload_the_warmup_never_asked_for_is_counted() -> None:
         assert raw["moved_rows"] >= opt
 
 
-def _exhaustive(batches: list[set[int]], capacity: int, start: frozenset[int]) -> int:
-    """Fewest fetches of any demand cache (bypass allowed) holding ``start``."""
-    states = {start: 0}
-    for batch in batches:
-        nxt: dict[frozenset[int], int] = {}
-        for held, cost in states.items():
-            cost += len(batch - held)
-            pool = sorted(held | batch)
-            for k in range(min(capacity, len(pool)) + 1):
-                for keep in itertools.combinations(pool, k):
-                    key = frozenset(keep)
-                    nxt[key] = min(nxt.get(key, 1 << 30), cost)
-        states = nxt
-    return min(states.values())
-
-
 def test_belady_from_a_start_is_the_optimum() -> None:
     rng = np.random.default_rng(3)
     for _ in range(20):
@@ -163,7 +147,7 @@ def test_belady_from_a_start_is_the_optimum() -> None:
         batches = [torch.tensor(sorted(b)) for b in lists]
         got = bench.belady_from(batches, capacity, 6, torch.tensor(sorted(start),
                                                                    dtype=torch.int64))
-        assert got == _exhaustive(lists, capacity, start)
+        assert got == fewest_fetches(lists, capacity, start)
 
 
 @pytest.mark.parametrize("lookahead", [1, 4, 16])

@@ -4,7 +4,7 @@ counters add up, each policy keeps the rows it promises, and Belady's MIN is opt
 from __future__ import annotations
 
 import dataclasses
-import itertools
+from conftest import fewest_fetches
 from collections import OrderedDict
 
 import numpy as np
@@ -562,24 +562,6 @@ def test_hybrid_still_learns_after_its_scores_are_rescaled() -> None:
 # -- Belady's MIN -----------------------------------------------------------------------
 
 
-def _optimum(batches: list[list[int]], capacity: int) -> int:
-    """Fewest misses by exhaustive search over the cache contents after each batch."""
-    states = {frozenset(): 0}
-    for batch in batches:
-        asked = frozenset(batch)
-        nxt: dict[frozenset, int] = {}
-        for held, cost in states.items():
-            cost += len(asked - held)
-            pool = sorted(held | asked)
-            for k in range(min(capacity, len(pool)) + 1):
-                for keep in itertools.combinations(pool, k):
-                    key = frozenset(keep)
-                    if cost < nxt.get(key, 1 << 30):
-                        nxt[key] = cost
-        states = nxt
-    return min(states.values())
-
-
 def test_next_uses_on_a_hand_written_stream() -> None:
     batches = [torch.tensor([3, 1]), torch.tensor([1, 2]), torch.tensor([3]),
                torch.tensor([2, 1]), EMPTY]
@@ -614,7 +596,7 @@ def test_belady_equals_the_exhaustive_optimum_on_small_streams() -> None:
         batches = [torch.randperm(6, generator=g)[:s] for s in sizes]
         for capacity in (1, 2, 3):
             lists = [b.tolist() for b in batches]
-            assert belady(batches, capacity, 6).total_misses == _optimum(lists, capacity), \
+            assert belady(batches, capacity, 6).total_misses == fewest_fetches(lists, capacity), \
                 (lists, capacity)
 
 
