@@ -3,6 +3,8 @@
 Importing graphsys never needs CuPy, CUDA or DGL and changes no global settings.
 """
 
+import importlib
+
 from graphsys._lazy import attach
 from graphsys._sizes import format_size, parse_size
 from graphsys._version import __version__
@@ -25,21 +27,36 @@ _LAZY = {
     "Block": "graphsys.samplers.block",
     "MiniBatch": "graphsys.samplers.block",
     "NeighborSampler": "graphsys.samplers.neighbor",
+    "MultiLayerNeighborSampler": "graphsys.samplers.neighbor",
+    "MultiLayerFullNeighborSampler": "graphsys.samplers.neighbor",
     "DataLoader": "graphsys.loader.dataloader",
+    "NID": "graphsys.samplers.block",
+    "EID": "graphsys.samplers.block",
 }
 
 #: Subpackages reachable as attributes after a plain ``import graphsys`` (loaded on use):
-#: ``graphsys.distributed.init()`` in a torchrun script.
-_SUBMODULES = frozenset({"distributed"})
+#: ``graphsys.distributed.init()`` in a torchrun script, and DGL's ``dgl.dataloading``
+#: and ``dgl.nn`` for scripts that ``import graphsys as dgl``.
+_SUBMODULES = frozenset({"distributed", "dataloading", "nn"})
 
-__getattr__, __dir__ = attach(__name__, _LAZY, _SUBMODULES)
+_getattr, __dir__ = attach(__name__, _LAZY, _SUBMODULES)
+
+
+def __getattr__(name: str) -> object:
+    if name == "nn":  # DGL scripts also reach the layers as dgl.nn.pytorch
+        importlib.import_module("graphsys.nn.pytorch")
+    return _getattr(name)
 
 
 __all__ = [
     "Block",
     "CSCGraph",
     "DataLoader",
+    "EID",
     "MiniBatch",
+    "MultiLayerFullNeighborSampler",
+    "MultiLayerNeighborSampler",
+    "NID",
     "NeighborSampler",
     "ChecksumError",
     "Dataset",

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from graphsys.errors import InputFormatError
+from graphsys.graph.frame import Frame
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -71,15 +72,29 @@ class CSCGraph:
             )
 
     # -- size -------------------------------------------------------------------------
-    def num_nodes(self) -> int:
+    def num_nodes(self, ntype: str | None = None) -> int:
+        """Node count (``ntype`` is accepted for DGL's signature; there is one type)."""
         return self.indptr.numel() - 1
 
-    def num_edges(self) -> int:
+    def num_edges(self, etype: Any = None) -> int:
+        """Edge count (``etype`` is accepted for DGL's signature; there is one type)."""
         return self.indices.numel()
 
-    def in_degrees(self) -> torch.Tensor:
-        """In-degree of every node (int64)."""
-        return self.indptr[1:] - self.indptr[:-1]
+    number_of_nodes = num_nodes
+    number_of_edges = num_edges
+
+    def nodes(self) -> torch.Tensor:
+        """All node ids, ``0 .. num_nodes() - 1`` (int64), like ``DGLGraph.nodes()``."""
+        return torch.arange(self.num_nodes(), device=self.device)
+
+    def in_degrees(self, v: Any = None) -> torch.Tensor:
+        """In-degree of every node, or of the nodes ``v`` (int64), like DGL's."""
+        degrees = self.indptr[1:] - self.indptr[:-1]
+        if v is None or (isinstance(v, str) and v == "__ALL__"):
+            return degrees
+        if isinstance(v, int):
+            return degrees[v]
+        return degrees[torch.as_tensor(v, device=degrees.device).long()]
 
     def out_degrees(self) -> torch.Tensor:
         """Out-degree of every node (int64); reads all of ``indices``."""
@@ -91,22 +106,100 @@ class CSCGraph:
             f"indices={str(self.indices.dtype).replace('torch.', '')})"
         )
 
+    # -- DGL's data frames -------------------------------------------------------------
+    @property
+    def ndata(self) -> Frame:
+        """Node data by name, like ``DGLGraph.ndata``: tensors or graphsys feature stores
+        with one row per node (a :class:`~graphsys.graph.frame.Frame`). A DataLoader whose
+        sampler names ``prefetch_node_feats``/``prefetch_labels`` reads its rows from here.
+        """
+        frame = self.__dict__.get("_ndata")
+        if frame is None:
+            frame = self.__dict__["_ndata"] = Frame(num_rows=self.num_nodes(), what="ndata")
+        return frame
+
+    @property
+    def edata(self) -> Frame:
+        """Edge data by name, one row per edge in CSC order (edge ``e`` is position ``e``
+        of ``indices``), like ``DGLGraph.edata``."""
+        frame = self.__dict__.get("_edata")
+        if frame is None:
+            frame = self.__dict__["_edata"] = Frame(num_rows=self.num_edges(), what="edata")
+        return frame
+
+    @property
+    def srcdata(self) -> Frame:
+        """``ndata`` (a graph's sources are all its nodes, as in DGL)."""
+        return self.ndata
+
+    @property
+    def dstdata(self) -> Frame:
+        """``ndata`` (a graph's destinations are all its nodes, as in DGL)."""
+        return self.ndata
+
+    def _with_structure(self, indptr: torch.Tensor, indices: torch.Tensor,
+                        data: Any = None) -> CSCGraph:
+        """A graph over the given (already checked) arrays with this graph's frames,
+        each value passed through ``data`` (default: shared, as DGL's copies share)."""
+        graph = object.__new__(CSCGraph)  # the arrays were checked at construction
+        graph.indptr, graph.indices = indptr, indices
+        graph._valid = self._valid
+        for name in ("_ndata", "_edata"):
+            frame = self.__dict__.get(name)
+            if frame is not None:
+                copy = frame.copy()
+                if data is not None:
+                    dict.update(copy, {k: data(v) for k, v in frame.items()})
+                graph.__dict__[name] = copy
+        return graph
+
+    # -- DGL's index dtype ----------------------------------------------------------------
+    @property
+    def idtype(self) -> torch.dtype:
+        """The dtype of the stored node ids (``indices``): ``torch.int32`` or ``torch.int64``."""
+        return self.indices.dtype
+
+    def int(self) -> CSCGraph:
+        """This graph with int32 ``indices`` (itself if already int32), like DGL's
+        ``g.int()``; the samplers read either. Frames are shared."""
+        if self.indices.dtype == torch.int32:
+            return self
+        if self.num_nodes() > INT32_LIMIT:
+            raise InputFormatError(f"a graph with {self.num_nodes()} nodes needs int64 ids; "
+                                   "keep it int64 (g.long())")
+        return self._with_structure(self.indptr, self.indices.to(torch.int32))
+
+    def long(self) -> CSCGraph:
+        """This graph with int64 ``indices`` (itself if already int64). Frames are shared."""
+        if self.indices.dtype == torch.int64:
+            return self
+        return self._with_structure(self.indptr, self.indices.to(torch.int64))
+
+    def create_formats_(self) -> None:
+        """No-op, for DGL scripts: the CSC arrays are the only format graphsys samples."""
+        return None
+
     # -- placement (DGL's g.to(device) and g.pin_memory_()) -------------------------------
     @property
     def device(self) -> torch.device:
         return self.indptr.device
 
-    def to(self, device: torch.device | str) -> CSCGraph:
-        """This graph's structure on ``device`` (itself if already there).
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> CSCGraph:
+        """This graph's structure and tensor frames on ``device`` (itself if already there).
 
+        Feature stores in ``ndata``/``edata`` stay as they are: a store owns its placement
+        (tiers, device cache), and moving an out-of-core store would load it whole.
         A DataLoader given a graph on a GPU samples there with the GPU kernels."""
         device = torch.device(device)
         if self.indptr.device == device:
             return self
-        graph = object.__new__(CSCGraph)  # the arrays were checked at construction
-        graph.indptr, graph.indices = self.indptr.to(device), self.indices.to(device)
-        graph._valid = self._valid
-        return graph
+
+        def move(value: Any) -> Any:
+            if isinstance(value, torch.Tensor):
+                return value.to(device, non_blocking=non_blocking)
+            return value
+
+        return self._with_structure(self.indptr.to(device), self.indices.to(device), move)
 
     def pin_memory_(self) -> CSCGraph:
         """Page-lock the structure in place (no copy), so GPU kernels read it by UVA:

@@ -14,7 +14,7 @@ import torch
 
 from graphsys.errors import ChecksumError, DatasetError
 from graphsys.graph.csc import CSCGraph
-from graphsys.graph.manifest import ArrayEntry, Manifest
+from graphsys.graph.manifest import SPLIT_ARRAYS, ArrayEntry, Manifest
 from graphsys.graph.zarr_io import metadata_checksum, missing_chunks, open_array
 
 #: Arrays whose bytes are checked against the manifest's SHA-256 when first read: a
@@ -196,6 +196,37 @@ class Dataset:
     @cached_property
     def test_idx(self) -> torch.Tensor:
         return self._tensor("test_idx")
+
+    # -- DGL's dataset surface: dataset[0] is the graph, with its data in ndata ----------
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int) -> CSCGraph:
+        """The graph (``index`` 0), as DGL datasets return it: ``ndata['feat']`` is this
+        dataset's memory-mapped :attr:`features` (or :class:`ZarrFeatures`: rows are read
+        only when asked), ``ndata['label']`` its :attr:`labels`, and ``train_mask``/
+        ``val_mask``/``test_mask`` boolean masks of its splits. Every call returns the same
+        graph object (:attr:`graph`), so data a script adds to ``ndata`` stays.
+
+        Example:
+            >>> g = graphsys.load_dataset("data/cora")[0]            # doctest: +SKIP
+            >>> g.ndata["feat"].shape, int(g.ndata["train_mask"].sum())
+        """
+        if isinstance(index, bool) or not isinstance(index, int) or index not in (0, -1):
+            raise IndexError(f"a graphsys Dataset holds one graph: use dataset[0], got "
+                             f"index {index!r}")
+        graph = self.graph
+        if not self.__dict__.get("_ndata_filled"):
+            ndata = graph.ndata
+            ndata.setdefault("feat", self.features)
+            ndata.setdefault("label", self.labels)
+            for split, key in SPLIT_ARRAYS.items():
+                if key in self.manifest.arrays and f"{split}_mask" not in ndata:
+                    mask = torch.zeros(graph.num_nodes(), dtype=torch.bool)
+                    mask[getattr(self, key).long()] = True
+                    ndata[f"{split}_mask"] = mask
+            self.__dict__["_ndata_filled"] = True
+        return graph
 
     def check_files(self) -> None:
         """Check every array file exists with the size the manifest expects (no reading),

@@ -12,11 +12,13 @@ import numpy as np
 import torch
 
 from graphsys.graph.csc import CSCGraph
+from graphsys.graph.frame import rows_of
 from graphsys.loader import device_path
 from graphsys.loader.gather import gather_rows
+from graphsys.loader.seed_split import global_batch_count, rank_batches
 from graphsys.loader.streams import Handed, handoff_stream
 from graphsys.samplers import _kernels
-from graphsys.samplers.block import MiniBatch
+from graphsys.samplers.block import EID, MiniBatch
 from graphsys.samplers.neighbor import NeighborSampler, as_node_ids
 
 #: DGL DataLoader arguments that are accepted for compatibility and have no effect here:
@@ -34,12 +36,43 @@ def _as_csc(graph: Any) -> CSCGraph:
         return graph.graph
     if hasattr(graph, "adj_tensors"):  # a DGLGraph
         from graphsys.graph.interop import from_dgl
-        return from_dgl(graph)
+        csc = from_dgl(graph)
+        for name, value in graph.ndata.items():  # node ids are kept: prefetch reads these
+            csc.ndata[name] = value
+        return csc
     if hasattr(graph, "edge_index"):  # a PyG Data
         from graphsys.graph.interop import from_pyg
         return from_pyg(graph)
     raise TypeError(f"graph must be a graphsys CSCGraph or Dataset, a DGLGraph or a PyG Data, "
                     f"got {type(graph).__name__}")
+
+
+def ddp_rank_and_world() -> tuple[int, int]:
+    """``(rank, world_size)`` of the initialised ``torch.distributed`` group, else ``(0, 1)``
+    (what ``use_ddp=True`` splits the seeds by)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _either(ours: Any, ours_name: str, dgl: Any, dgl_name: str) -> Any:
+    """One of two names for the same argument (ours, DGL's keyword), given at most once."""
+    if ours is not None and dgl is not None:
+        raise TypeError(f"DataLoader got both {ours_name}= and {dgl_name}= (DGL's name for "
+                        "it); pass one")
+    if ours is None and dgl is None:
+        raise TypeError(f"DataLoader missing {ours_name} (DGL: {dgl_name}=)")
+    return ours if ours is not None else dgl
+
+
+def _frame_entry(frame: Any, name: str, what: str) -> Any:
+    if name not in frame:
+        raise KeyError(f"the sampler prefetches {what}[{name!r}] but the graph's {what} has "
+                       f"{sorted(frame) or 'nothing'}; set g.{what}[{name!r}] (a tensor or a "
+                       "feature store) before building the DataLoader")
+    return frame[name]
 
 
 class _Stop:
@@ -64,9 +97,26 @@ class DataLoader:
     Args:
         graph: a :class:`CSCGraph` (or a graphsys Dataset, a DGLGraph, a PyG ``Data``).
         seeds: node ids (or a boolean mask) to cover each epoch; must be distinct.
+            DGL's keyword ``indices=`` is the same argument.
         sampler: a :class:`NeighborSampler` (anything with ``sample(graph, seeds, key=)``).
+            DGL's keyword ``graph_sampler=`` is the same argument. Names the sampler
+            prefetches (``prefetch_node_feats``, ``prefetch_labels``,
+            ``prefetch_edge_feats``) are gathered from ``graph.ndata``/``graph.edata``
+            into ``blocks[0].srcdata``, ``blocks[-1].dstdata`` and each block's
+            ``edata``, as DGL does. ``ndata['feat']`` and ``ndata['label']`` take the
+            place of ``features=``/``labels=`` when those are not given, so a feature
+            store there is read through its tiers (packed segments, device cache
+            look-ahead) exactly as ``features=`` would be.
         batch_size, shuffle, drop_last: as in ``torch.utils.data.DataLoader``.
-        device: where yielded blocks and data live (default CPU).
+        device: where yielded blocks and data live (default: the sampler's
+            ``output_device``, else CPU).
+        use_ddp: split the seeds between the ranks of the initialised
+            ``torch.distributed`` group (rank 0 of 1 without one): every rank draws the
+            same permutation and takes a disjoint slice of each global batch of
+            ``batch_size * world_size`` seeds (see :mod:`graphsys.loader.seed_split`),
+            so all ranks run the same number of steps and together cover the seeds.
+        ddp_seed: the seed of that shared permutation when ``seed`` is not given
+            (DGL's default 0, so ranks agree without a shared ``torch.manual_seed``).
         use_uva: DGL's device path: pin the graph and the feature/label tensors in host
             memory, sample on the GPU (:class:`~graphsys.cuda.GPUNeighborSampler`
             replaces a plain :class:`NeighborSampler`, with the same samples) and gather
@@ -76,8 +126,11 @@ class DataLoader:
             the device path keeps the graph structure (and, without ``use_uva``,
             the feature tensor). A graph already on a GPU or pinned takes this path too.
         features: rows indexable by node id (tensor, memory-mapped tensor, zarr
-            features); fills ``blocks[0].srcdata['feat']``.
+            features, any graphsys feature store); fills ``blocks[0].srcdata['feat']``.
         labels: fills ``blocks[-1].dstdata['label']``.
+        num_workers, persistent_workers, use_prefetch_thread, use_alternate_streams,
+        pin_prefetcher, worker_init_fn, prefetch_factor: DGL's, accepted with no effect
+            (sampling runs in the compiled kernel's threads, in one background thread).
         prefetch: batches prepared ahead of the consumer (bounded queue), at least 1.
         seed: random seed of the shuffle and the sampler's batch keys; by default
             drawn from torch's generator, so ``torch.manual_seed`` makes runs repeatable.
@@ -87,15 +140,18 @@ class DataLoader:
     continues exactly where it stopped.
     """
 
-    def __init__(self, graph: Any, seeds: Any, sampler: NeighborSampler, *,
+    def __init__(self, graph: Any, seeds: Any = None, sampler: NeighborSampler | None = None,
+                 *, indices: Any = None, graph_sampler: NeighborSampler | None = None,
                  batch_size: int = 1, shuffle: bool = False, drop_last: bool = False,
                  device: torch.device | str | None = None, features: Any = None,
                  labels: Any = None, prefetch: int = 2, seed: int | None = None,
                  use_uva: bool | None = None, graph_memory: str | None = None,
-                 **dgl_kwargs: Any) -> None:
+                 use_ddp: bool = False, ddp_seed: int = 0, **dgl_kwargs: Any) -> None:
         unknown = set(dgl_kwargs) - _IGNORED_DGL_ARGS
         if unknown:
             raise TypeError(f"DataLoader got unexpected argument(s) {sorted(unknown)}")
+        seeds = _either(seeds, "seeds", indices, "indices")
+        sampler = _either(sampler, "sampler", graph_sampler, "graph_sampler")
         if not hasattr(sampler, "sample"):
             raise TypeError(f"sampler must have a sample(graph, seeds) method, e.g. "
                             f"graphsys.NeighborSampler([10, 10]); got {type(sampler).__name__}")
@@ -115,10 +171,13 @@ class DataLoader:
         self.seeds = as_node_ids(seeds, num_nodes, "seeds")
         if not _kernels.all_distinct(self.seeds):
             raise ValueError("seeds contain duplicate node ids; pass each node once")
+        features, labels = self._take_prefetch(sampler, features, labels)
         for name, data in (("features", features), ("labels", labels)):
-            if data is not None and len(data) != num_nodes:
-                raise ValueError(f"{name} has {len(data)} rows but the graph has {num_nodes} "
-                                 "nodes; pass one row per node")
+            if data is not None and rows_of(data) != num_nodes:
+                raise ValueError(f"{name} has {rows_of(data)} rows but the graph has "
+                                 f"{num_nodes} nodes; pass one row per node")
+        if device is None:
+            device = getattr(sampler, "output_device", None)
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         #: None for the plain path (CPU sampling, host gathers, one copy per batch).
         self.path = device_path.resolve(self.graph, sampler, self.device, use_uva,
@@ -131,14 +190,49 @@ class DataLoader:
         self.features = features
         self.labels = labels
         self.prefetch = prefetch
+        #: ``(rank, world_size)`` with ``use_ddp``, else None (all seeds, one process).
+        self.ddp: tuple[int, int] | None = None
+        if use_ddp:
+            rank, world = ddp_rank_and_world()
+            if len(self.seeds) < world:
+                raise ValueError(f"{len(self.seeds)} seeds cannot be split over {world} "
+                                 "ranks; use fewer processes or more seeds")
+            self.ddp = (int(rank), int(world))
+            if seed is None:
+                seed = int(ddp_seed)
         self.seed = int(torch.randint(0, 2**31 - 1, ()).item()) if seed is None else int(seed)
         self.epoch = 0
         self._sources: dict[str, tuple[Any, Any]] = {}
 
-    def _source(self, name: str) -> Any:
-        """``features``/``labels`` as the device path reads them, prepared once per object
-        (the trainer swaps ``features`` for a cache after building the loader)."""
-        data = getattr(self, name)
+    def _take_prefetch(self, sampler: Any, features: Any, labels: Any) -> tuple[Any, Any]:
+        """Resolve the sampler's ``prefetch_*`` names against the graph's frames.
+
+        ``ndata['feat']`` / ``ndata['label']`` become ``features`` / ``labels`` when those
+        are not given (one read path, with every store hook); other names are gathered
+        beside them. Returns ``(features, labels)``.
+        """
+        node_names = tuple(getattr(sampler, "prefetch_node_feats", ()) or ())
+        label_names = tuple(getattr(sampler, "prefetch_labels", ()) or ())
+        edge_names = tuple(getattr(sampler, "prefetch_edge_feats", ()) or ())
+        ndata = self.graph.ndata if node_names or label_names else {}
+        if "feat" in node_names and features is None:
+            features = _frame_entry(ndata, "feat", "ndata")
+        if "label" in label_names and labels is None:
+            labels = _frame_entry(ndata, "label", "ndata")
+        #: ``(name, data)`` gathered into blocks[0].srcdata / blocks[-1].dstdata / edata.
+        self._extra_src = [(n, _frame_entry(ndata, n, "ndata")) for n in node_names
+                           if n != "feat"]
+        self._extra_dst = [(n, _frame_entry(ndata, n, "ndata")) for n in label_names
+                           if n != "label"]
+        self._extra_edge = [(n, _frame_entry(self.graph.edata, n, "edata"))
+                            for n in edge_names]
+        return features, labels
+
+    def _source(self, name: str, data: Any = None) -> Any:
+        """``features``/``labels`` (or a prefetched ``data`` under key ``name``) as the
+        device path reads them, prepared once per object (the trainer swaps ``features``
+        for a cache after building the loader)."""
+        data = getattr(self, name) if data is None else data
         cached = self._sources.get(name)
         if cached is None or cached[0] is not data:
             cached = (data, device_path.row_source(data, self.path))
@@ -147,6 +241,8 @@ class DataLoader:
 
     def __len__(self) -> int:
         n = len(self.seeds)
+        if self.ddp is not None:
+            return global_batch_count(n, self.batch_size, self.ddp[1], self.drop_last)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
@@ -162,6 +258,8 @@ class DataLoader:
     def batch_seeds(self, epoch: int) -> list[np.ndarray]:
         """The seed ids of each batch of ``epoch`` (shuffled per epoch if asked)."""
         order = self.seed_order(epoch)
+        if self.ddp is not None:  # this rank's slice of each global batch
+            return rank_batches(order, self.batch_size, *self.ddp, self.drop_last)
         return [order[i : i + self.batch_size] for i in range(0, len(self) * self.batch_size,
                                                               self.batch_size)]
 
@@ -182,6 +280,7 @@ class DataLoader:
             batch.blocks[0].srcdata["feat"] = gather_rows(self.features, batch.input_nodes)
         if self.labels is not None:
             batch.blocks[-1].dstdata["label"] = gather_rows(self.labels, batch.output_nodes)
+        self._fill_prefetched(batch, lambda key, data, ids: gather_rows(data, ids))
         if self.device.type == "cuda":
             for block in batch.blocks:
                 block.pin_memory()
@@ -196,7 +295,25 @@ class DataLoader:
         if self.labels is not None:
             batch.blocks[-1].dstdata["label"] = device_path.gather(
                 self._source("labels"), batch.output_nodes, path)
+        self._fill_prefetched(batch, lambda key, data, ids: device_path.gather(
+            self._source(key, data), ids, path))
         return batch
+
+    def _fill_prefetched(self, batch: MiniBatch,
+                         gather: Callable[[str, Any, torch.Tensor], torch.Tensor]) -> None:
+        """The sampler's other ``prefetch_*`` names, read from the graph's frames;
+        ``gather(key, data, ids)`` reads rows (``key`` names the source for caching)."""
+        if self._extra_src:
+            first = batch.blocks[0]
+            for name, data in self._extra_src:
+                first.srcdata[name] = gather(f"ndata:{name}", data, batch.input_nodes)
+        if self._extra_dst:
+            last = batch.blocks[-1]
+            for name, data in self._extra_dst:
+                last.dstdata[name] = gather(f"ndata:{name}", data, batch.output_nodes)
+        for name, data in self._extra_edge:
+            for block in batch.blocks:
+                block.edata[name] = gather(f"edata:{name}", data, block.edata[EID])
 
     def _batches(self, epoch: int) -> Iterator[MiniBatch]:
         """Sampled, filled batches of ``epoch``, in order."""

@@ -32,7 +32,7 @@ from graphsys import cuda
 from graphsys._pinned import pin_inplace
 from graphsys.graph.csc import CSCGraph
 from graphsys.loader.gather import gather_rows as host_gather
-from graphsys.samplers.neighbor import NeighborSampler
+from graphsys.samplers.neighbor import MultiLayerFullNeighborSampler, NeighborSampler
 from graphsys.storage.memory import TensorStore
 
 GraphMemory = Literal["pinned", "device"]
@@ -104,7 +104,9 @@ def device_sampler(sampler: Any, path: DevicePath) -> Any:
     """The sampler the device path runs: a plain NeighborSampler becomes a GPU one."""
     if isinstance(sampler, cuda.GPUNeighborSampler):
         return sampler
-    if type(sampler) is NeighborSampler:
+    # Edge-data prefetch needs the edge ids only the CPU kernel records: keep that one.
+    if type(sampler) in (NeighborSampler, MultiLayerFullNeighborSampler) \
+            and not sampler.prefetch_edge_feats:
         return cuda.GPUNeighborSampler(sampler.fanouts, replace=sampler.replace,
                                        seed=sampler.seed, graph_memory=path.graph_memory,
                                        device=path.device if path.on_gpu else None)

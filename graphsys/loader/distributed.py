@@ -18,12 +18,15 @@ from typing import Any
 import numpy as np
 
 from graphsys.loader.dataloader import DataLoader
+from graphsys.loader.seed_split import (
+    global_batch_count,
+    rank_batches,
+    split_global_batch,
+)
+from graphsys.loader.seed_split import global_batches as _global_batches
 from graphsys.samplers.neighbor import NeighborSampler
 
-
-def split_global_batch(seeds: np.ndarray, world_size: int) -> list[np.ndarray]:
-    """``world_size`` contiguous slices of one global batch, sizes differing by at most 1."""
-    return np.array_split(seeds, world_size)
+__all__ = ["DistributedDataLoader", "split_global_batch"]
 
 
 class DistributedDataLoader(DataLoader):
@@ -69,26 +72,19 @@ class DistributedDataLoader(DataLoader):
         return self.batch_size * self.world_size
 
     def __len__(self) -> int:
-        n, g = len(self.seeds), self.global_batch_size
-        full, rest = divmod(n, g)
-        if self.drop_last or full and rest < self.world_size:
-            return full
-        return full + (rest > 0)
+        return global_batch_count(len(self.seeds), self.batch_size, self.world_size,
+                                  self.drop_last)
 
     def global_batches(self, epoch: int) -> list[np.ndarray]:
         """The seeds of every global batch of ``epoch`` (all ranks together)."""
-        order = self.seed_order(epoch)  # the one-process loader's permutation
-        g = self.global_batch_size
-        count = len(self)
-        bounds = [i * g for i in range(count)] + [len(order)]
-        if self.drop_last:
-            bounds[-1] = count * g
-        return [order[bounds[i] : bounds[i + 1]] for i in range(count)]
+        # The one-process loader's permutation.
+        return _global_batches(self.seed_order(epoch), self.batch_size, self.world_size,
+                               self.drop_last)
 
     def batch_seeds(self, epoch: int) -> list[np.ndarray]:
         """This rank's slice of each global batch of ``epoch``."""
-        return [split_global_batch(b, self.world_size)[self.rank]
-                for b in self.global_batches(epoch)]
+        return rank_batches(self.seed_order(epoch), self.batch_size, self.rank,
+                            self.world_size, self.drop_last)
 
     def global_sizes(self, epoch: int) -> list[int]:
         """Seeds in each global batch (the divisor of a DDP loss equal to one process's)."""

@@ -7,9 +7,13 @@ _NAMES = {
     "Block": "graphsys.samplers.block",
     "MiniBatch": "graphsys.samplers.block",
     "NID": "graphsys.samplers.block",
+    "EID": "graphsys.samplers.block",
     "NeighborSampler": "graphsys.samplers.neighbor",
+    "MultiLayerNeighborSampler": "graphsys.samplers.neighbor",
+    "MultiLayerFullNeighborSampler": "graphsys.samplers.neighbor",
 }
 
 __getattr__, __dir__ = attach(__name__, _NAMES)
 
-__all__ = ["NID", "Block", "MiniBatch", "NeighborSampler"]
+__all__ = ["EID", "NID", "Block", "MiniBatch", "MultiLayerFullNeighborSampler",
+           "MultiLayerNeighborSampler", "NeighborSampler"]

@@ -13,8 +13,12 @@ from typing import Any, NamedTuple
 
 import torch
 
+from graphsys.graph.frame import Frame
+
 #: Key under which ``srcdata``/``dstdata`` hold global node ids (DGL's ``dgl.NID``).
 NID = "_ID"
+#: Key under which ``edata`` holds global edge ids (DGL's ``dgl.EID``), when recorded.
+EID = "_ID"
 
 
 class Block:
@@ -46,20 +50,60 @@ class Block:
         self.indptr = indptr
         self.indices = indices
         self._num_dst = int(num_dst)
-        self.srcdata: dict[str, torch.Tensor] = {NID: src_nodes}
-        self.dstdata: dict[str, torch.Tensor] = {NID: src_nodes[:num_dst]}
-        self.edata: dict[str, torch.Tensor] = {}
+        # DGL's frames: each value has one row per source node, destination or edge.
+        self.srcdata = Frame(num_rows=src_nodes.numel(), what="srcdata")
+        self.dstdata = Frame(num_rows=int(num_dst), what="dstdata")
+        self.edata = Frame(num_rows=indices.numel(), what="edata")
+        dict.__setitem__(self.srcdata, NID, src_nodes)
+        dict.__setitem__(self.dstdata, NID, src_nodes[:num_dst])
         self._dst_local: torch.Tensor | None = None
 
-    # -- sizes -------------------------------------------------------------------------
-    def num_src_nodes(self) -> int:
+    # -- sizes (DGL's names; ntype/etype accepted for its signatures, one type here) ----
+    def num_src_nodes(self, ntype: str | None = None) -> int:
         return int(self.srcdata[NID].numel())
 
-    def num_dst_nodes(self) -> int:
+    def num_dst_nodes(self, ntype: str | None = None) -> int:
         return self._num_dst
 
-    def num_edges(self) -> int:
+    def num_edges(self, etype: Any = None) -> int:
         return int(self.indices.numel())
+
+    number_of_src_nodes = num_src_nodes
+    number_of_dst_nodes = num_dst_nodes
+    number_of_edges = num_edges
+
+    #: DGL's flag telling blocks from graphs.
+    is_block = True
+
+    def srcnodes(self) -> torch.Tensor:
+        """Local ids of the source nodes, ``0 .. num_src_nodes() - 1``."""
+        return torch.arange(self.num_src_nodes(), device=self.device)
+
+    def dstnodes(self) -> torch.Tensor:
+        """Local ids of the destination nodes, ``0 .. num_dst_nodes() - 1``."""
+        return torch.arange(self._num_dst, device=self.device)
+
+    # -- DGL's index dtype ---------------------------------------------------------------
+    @property
+    def idtype(self) -> torch.dtype:
+        """The dtype of the local edge ids (``indices``), like ``DGLBlock.idtype``."""
+        return self.indices.dtype
+
+    def int(self) -> Block:
+        """This block with int32 ``indices`` (itself if already int32), like DGL's
+        ``block.int()``. ``indptr`` and the ``_ID`` global ids keep int64 (offsets and
+        global ids of a large graph need it); data frames are shared."""
+        return self if self.indices.dtype == torch.int32 else self._cast(torch.int32)
+
+    def long(self) -> Block:
+        """This block with int64 ``indices`` (itself if already int64)."""
+        return self if self.indices.dtype == torch.int64 else self._cast(torch.int64)
+
+    def _cast(self, dtype: torch.dtype) -> Block:
+        out = Block(self.indptr, self.indices.to(dtype), self.src_nodes, self._num_dst)
+        _copy_frames(self, out, lambda t: t)
+        out._dst_local = self._dst_local
+        return out
 
     @property
     def src_nodes(self) -> torch.Tensor:
@@ -114,9 +158,7 @@ class Block:
             return t.to(device, non_blocking=non_blocking)
 
         out = Block(move(self.indptr), move(self.indices), move(self.src_nodes), self._num_dst)
-        out.srcdata.update({k: move(v) for k, v in self.srcdata.items() if k != NID})
-        out.dstdata.update({k: move(v) for k, v in self.dstdata.items() if k != NID})
-        out.edata.update({k: move(v) for k, v in self.edata.items()})
+        _copy_frames(self, out, move)
         if self._dst_local is not None:
             out._dst_local = move(self._dst_local)
         return out
@@ -132,8 +174,8 @@ class Block:
         self.indptr, self.indices = pin(self.indptr), pin(self.indices)
         for data in (self.srcdata, self.dstdata, self.edata):
             for k, v in data.items():
-                data[k] = pin(v)
-        self.dstdata[NID] = self.srcdata[NID][: self._num_dst]
+                dict.__setitem__(data, k, pin(v))  # same shapes: skip the frame's check
+        dict.__setitem__(self.dstdata, NID, self.srcdata[NID][: self._num_dst])
         return self
 
     def to_dgl(self) -> Any:
@@ -155,6 +197,14 @@ class Block:
     def __repr__(self) -> str:
         return (f"Block(num_src_nodes={self.num_src_nodes()}, "
                 f"num_dst_nodes={self.num_dst_nodes()}, num_edges={self.num_edges()})")
+
+
+def _copy_frames(source: Block, out: Block, move: Any) -> None:
+    """``out``'s frames from ``source``'s (all but the ids ``out`` already has), moved."""
+    # Rows were checked when the values were set on ``source``; same shapes here.
+    for a, b in ((source.srcdata, out.srcdata), (source.dstdata, out.dstdata)):
+        dict.update(b, {k: move(v) for k, v in a.items() if k != NID})
+    dict.update(out.edata, {k: move(v) for k, v in source.edata.items()})
 
 
 class MiniBatch(NamedTuple):

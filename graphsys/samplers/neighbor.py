@@ -5,13 +5,14 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from graphsys.graph.csc import CSCGraph
 from graphsys.samplers import _kernels
-from graphsys.samplers.block import Block, MiniBatch
+from graphsys.samplers.block import EID, Block, MiniBatch
 
 _KEY_MIX = 0x9E3779B97F4A7C15
 _MASK64 = (1 << 64) - 1
@@ -45,21 +46,56 @@ def as_node_ids(ids: object, num_nodes: int, what: str) -> np.ndarray:
     return array
 
 
+def _names(value: Any, what: str) -> tuple[str, ...]:
+    """DGL's ``prefetch_*`` argument (None, a list of names, or one name) as a tuple."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, dict):
+        raise NotImplementedError(f"{what} as a dict (per node or edge type) is for "
+                                  "heterogeneous graphs, which these samplers do not take; "
+                                  "pass a list of names")
+    names = tuple(value)
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"{what} must list data names (strings), got {name!r}")
+    return names
+
+
 class NeighborSampler:
     """Sample a fixed number of in-neighbours per node and layer, like DGL's.
+
+    Takes ``dgl.dataloading.NeighborSampler``'s arguments, in its order, with its meaning.
 
     Args:
         fanouts: one entry per GNN layer, input layer first; ``-1`` takes every
             in-neighbour. ``[15, 10, 5]`` samples 5 neighbours of each seed, 10 of
             each of those, then 15.
+        edge_dir: ``'in'`` (the only direction stored: CSC). ``'out'`` raises
+            NotImplementedError; sample ``g.reverse()`` instead.
+        prob, mask: weighted or masked sampling (names in ``g.edata``); not implemented
+            (the kernel samples uniformly): passing either raises NotImplementedError.
         replace: sample with replacement (exactly ``fanout`` edges per node with at
             least one in-neighbour) instead of without (``min(fanout, degree)``).
+        prefetch_node_feats: names in ``g.ndata`` a :class:`~graphsys.DataLoader` gathers
+            into ``blocks[0].srcdata`` (rows of the input nodes).
+        prefetch_labels: names in ``g.ndata`` gathered into ``blocks[-1].dstdata`` (rows
+            of the seeds).
+        prefetch_edge_feats: names in ``g.edata`` gathered into every block's ``edata``.
+            Blocks then carry ``edata['_ID']`` (global edge ids, CSC positions); only
+            layers taking every in-edge (fanout ``-1``) can record them today, so other
+            fanouts raise NotImplementedError.
+        output_device: where a DataLoader without ``device=`` puts the batches.
+        fused: accepted for DGL's signature; it has no effect (graphsys has one compiled
+            sampling kernel, always used).
         seed: the random seed; with the same seed, seeds and batch ``key`` the result
             is identical on any number of threads.
 
     ``sample(graph, seeds)`` returns a :class:`MiniBatch` whose ``blocks[0]`` is the
-    input layer. The kernel is compiled with numba (parallel over destination nodes,
-    ``numba.set_num_threads`` sets the threads) and releases the GIL.
+    input layer. The sampler itself reads no data: the DataLoader fills the prefetched
+    names through the feature stores. The kernel is compiled with numba (parallel over
+    destination nodes, ``numba.set_num_threads`` sets the threads) and releases the GIL.
 
     Relabelling global to block-local ids uses a scratch map of 4 bytes per graph node
     held by the sampler (8 MB for 2M nodes, 444 MB for ogbn-papers100M): five times
@@ -72,18 +108,55 @@ class NeighborSampler:
         ([0], [2, 1])
     """
 
-    def __init__(self, fanouts: Sequence[int], *, replace: bool = False, seed: int = 0) -> None:
+    def __init__(self, fanouts: Sequence[int], edge_dir: str = "in", prob: str | None = None,
+                 mask: str | None = None, replace: bool = False,
+                 prefetch_node_feats: Sequence[str] | None = None,
+                 prefetch_labels: Sequence[str] | None = None,
+                 prefetch_edge_feats: Sequence[str] | None = None,
+                 output_device: torch.device | str | None = None, fused: bool = True, *,
+                 seed: int = 0) -> None:
+        if isinstance(fanouts, (int, np.integer)) and not isinstance(fanouts, bool):
+            raise TypeError(f"fanouts must be a list with one fanout per layer, e.g. "
+                            f"[{fanouts}, {fanouts}], got the integer {fanouts}")
         fanouts = list(fanouts)
         if not fanouts:
             raise ValueError("fanouts is empty: pass one fanout per GNN layer, e.g. [15, 10]")
         for f in fanouts:
+            if isinstance(f, dict):
+                raise NotImplementedError("per-edge-type fanouts (dicts) are for heterogeneous "
+                                          "graphs, which this sampler does not take")
             if isinstance(f, bool) or not isinstance(f, (int, np.integer)) or (f < 1 and f != -1):
                 raise ValueError(f"fanouts={fanouts!r}: each fanout must be a positive integer "
                                  "or -1 (all neighbours)")
+        if edge_dir != "in":
+            if edge_dir == "out":
+                raise NotImplementedError(
+                    "edge_dir='out' is not implemented: graphsys stores in-edges (CSC) only; "
+                    "sample the reversed graph (g.reverse()) with edge_dir='in' instead")
+            raise ValueError(f"edge_dir must be 'in' or 'out', got {edge_dir!r}")
+        if prob is not None:
+            raise NotImplementedError(
+                f"prob={prob!r} (sampling in proportion to an edge feature) is not implemented: "
+                "the kernel samples uniformly; leave prob=None")
+        if mask is not None:
+            raise NotImplementedError(
+                f"mask={mask!r} (sampling only edges whose mask is true) is not implemented; "
+                "build the graph without the masked edges and sample that")
         if not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         self.fanouts = [int(f) for f in fanouts]
+        self.edge_dir = edge_dir
         self.replace = bool(replace)
+        self.prefetch_node_feats = _names(prefetch_node_feats, "prefetch_node_feats")
+        self.prefetch_labels = _names(prefetch_labels, "prefetch_labels")
+        self.prefetch_edge_feats = _names(prefetch_edge_feats, "prefetch_edge_feats")
+        if self.prefetch_edge_feats and any(f != -1 for f in self.fanouts):
+            raise NotImplementedError(
+                f"prefetch_edge_feats with fanouts={self.fanouts}: the sampling kernel does not "
+                "record the ids of sampled edges yet, so edge data can be prefetched only with "
+                "fanout -1 in every layer (e.g. MultiLayerFullNeighborSampler)")
+        self.output_device = None if output_device is None else torch.device(output_device)
+        self.fused = bool(fused)  # no effect: one kernel
         self.seed = int(seed)
         self._calls = itertools.count()
         self._node_map: np.ndarray | None = None
@@ -118,8 +191,11 @@ class NeighborSampler:
             src_nodes, local = self._relabel(dst, sources, graph.num_nodes())
             block_indptr = np.zeros(len(dst) + 1, np.int64)
             np.cumsum(counts, out=block_indptr[1:])
-            blocks.append(Block(torch.from_numpy(block_indptr), torch.from_numpy(local),
-                                torch.from_numpy(src_nodes), num_dst=len(dst)))
+            block = Block(torch.from_numpy(block_indptr), torch.from_numpy(local),
+                          torch.from_numpy(src_nodes), num_dst=len(dst))
+            if self.prefetch_edge_feats:  # fanout -1: every in-edge, in CSC order
+                block.edata[EID] = torch.from_numpy(_all_in_edge_ids(indptr, dst, counts))
+            blocks.append(block)
             dst = src_nodes
         blocks.reverse()
         return MiniBatch(blocks[0].src_nodes, output_nodes, blocks)
@@ -150,4 +226,59 @@ class NeighborSampler:
         self._calls = itertools.count()
 
     def __repr__(self) -> str:
-        return f"NeighborSampler(fanouts={self.fanouts}, replace={self.replace}, seed={self.seed})"
+        return (f"{type(self).__name__}(fanouts={self.fanouts}, replace={self.replace}, "
+                f"seed={self.seed}{_prefetch_repr(self)})")
+
+
+def _prefetch_repr(sampler: NeighborSampler) -> str:
+    parts = [f", {name}={list(getattr(sampler, name))}"
+             for name in ("prefetch_node_feats", "prefetch_labels", "prefetch_edge_feats")
+             if getattr(sampler, name, ())]
+    return "".join(parts)
+
+
+def _all_in_edge_ids(indptr: np.ndarray, dst: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Global ids (CSC positions) of every in-edge of ``dst``, destination by destination."""
+    starts = indptr[dst]
+    offsets = np.zeros(len(dst) + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return np.repeat(starts - offsets[:-1], counts) + np.arange(offsets[-1], dtype=np.int64)
+
+
+class MultiLayerFullNeighborSampler(NeighborSampler):
+    """Every in-neighbour in each of ``num_layers`` layers, like DGL's (fanout ``-1``).
+
+    Args:
+        num_layers: GNN layers (blocks per batch).
+        edge_dir, prefetch_node_feats, prefetch_labels, prefetch_edge_feats,
+        output_device, fused: as for :class:`NeighborSampler`.
+
+    Each block holds every in-edge of its destinations, in CSC order. Typical use is
+    DGL's layer-wise inference: ``MultiLayerFullNeighborSampler(1, prefetch_node_feats=
+    ["feat"])`` over all nodes, one layer at a time.
+
+    Example:
+        >>> g = CSCGraph.from_edges([0, 1, 2], [1, 2, 1], num_nodes=3)
+        >>> _, _, blocks = MultiLayerFullNeighborSampler(1).sample(g, [1])
+        >>> blocks[0].num_edges()
+        2
+    """
+
+    def __init__(self, num_layers: int, edge_dir: str = "in",
+                 prefetch_node_feats: Sequence[str] | None = None,
+                 prefetch_labels: Sequence[str] | None = None,
+                 prefetch_edge_feats: Sequence[str] | None = None,
+                 output_device: torch.device | str | None = None, fused: bool = True, *,
+                 seed: int = 0) -> None:
+        if isinstance(num_layers, bool) or not isinstance(num_layers, (int, np.integer)) \
+                or num_layers < 1:
+            raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")
+        super().__init__([-1] * int(num_layers), edge_dir=edge_dir,
+                         prefetch_node_feats=prefetch_node_feats,
+                         prefetch_labels=prefetch_labels,
+                         prefetch_edge_feats=prefetch_edge_feats,
+                         output_device=output_device, fused=fused, seed=seed)
+
+
+#: DGL's older name for :class:`NeighborSampler`.
+MultiLayerNeighborSampler = NeighborSampler

@@ -107,7 +107,7 @@ def test_to_copies_structure_and_data():
     assert torch.equal(moved.indptr, block.indptr) and torch.equal(moved.indices, block.indices)
     assert [t.tolist() for t in moved.edges()] == [t.tolist() for t in block.edges()]
     assert torch.equal(moved.dstdata[NID], moved.srcdata[NID][: moved.num_dst_nodes()])
-    moved.srcdata["extra"] = torch.zeros(1)
+    moved.srcdata["extra"] = torch.zeros(moved.num_src_nodes())  # frames check rows, as DGL
     assert "extra" not in block.srcdata  # separate dicts
 
 
