@@ -24,6 +24,11 @@ _LAZY = {
     "load_dataset": "graphsys.graph.dataset",
     "verify_dataset": "graphsys.graph.verify",
     "DatasetWriter": "graphsys.graph.writer",
+    "add_self_loop": "graphsys.graph.transforms",
+    "remove_self_loop": "graphsys.graph.transforms",
+    "to_bidirected": "graphsys.graph.transforms",
+    "to_simple": "graphsys.graph.transforms",
+    "add_reverse_edges": "graphsys.graph.transforms",
     "Block": "graphsys.samplers.block",
     "MiniBatch": "graphsys.samplers.block",
     "NeighborSampler": "graphsys.samplers.neighbor",
@@ -49,6 +54,11 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "add_reverse_edges",
+    "add_self_loop",
+    "remove_self_loop",
+    "to_bidirected",
+    "to_simple",
     "Block",
     "CSCGraph",
     "DataLoader",

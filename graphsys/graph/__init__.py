@@ -17,11 +17,21 @@ _NAMES = {
     "VerifyReport": "graphsys.graph.verify",
     "verify_dataset": "graphsys.graph.verify",
     "DatasetWriter": "graphsys.graph.writer",
+    "add_self_loop": "graphsys.graph.transforms",
+    "remove_self_loop": "graphsys.graph.transforms",
+    "to_bidirected": "graphsys.graph.transforms",
+    "to_simple": "graphsys.graph.transforms",
+    "add_reverse_edges": "graphsys.graph.transforms",
 }
 
 __getattr__, __dir__ = attach(__name__, _NAMES)
 
 __all__ = [
+    "add_reverse_edges",
+    "add_self_loop",
+    "remove_self_loop",
+    "to_bidirected",
+    "to_simple",
     "ArrayEntry",
     "CSCGraph",
     "Dataset",

@@ -175,6 +175,45 @@ class CSCGraph:
             return self
         return self._with_structure(self.indptr, self.indices.to(torch.int64))
 
+    def find_edges(self, eid: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(src, dst)`` of the edges ``eid`` (CSC positions), like DGL's."""
+        eid = torch.as_tensor(eid, device=self.device).long().reshape(-1)
+        if eid.numel() and (int(eid.min()) < 0 or int(eid.max()) >= self.num_edges()):
+            raise IndexError(f"edge ids must be in [0, {self.num_edges()})")
+        dst = torch.searchsorted(self.indptr, eid, right=True) - 1
+        return self.indices[eid].long(), dst
+
+    # DGL's transforms as methods (``g.add_self_loop()``), as DGLGraph binds them.
+    def add_self_loop(self, edge_feat_names: list[str] | None = None,
+                      fill_data: float = 1.0, etype: Any = None) -> CSCGraph:
+        """See :func:`graphsys.graph.transforms.add_self_loop`."""
+        from graphsys.graph import transforms
+
+        return transforms.add_self_loop(self, edge_feat_names, fill_data, etype)
+
+    def remove_self_loop(self, etype: Any = None) -> CSCGraph:
+        """See :func:`graphsys.graph.transforms.remove_self_loop`."""
+        from graphsys.graph import transforms
+
+        return transforms.remove_self_loop(self, etype)
+
+    def to_simple(self, return_counts: str | None = "count", writeback_mapping: bool = False,
+                  copy_ndata: bool = True, copy_edata: bool = False) -> CSCGraph:
+        """See :func:`graphsys.graph.transforms.to_simple`."""
+        from graphsys.graph import transforms
+
+        return transforms.to_simple(self, return_counts, writeback_mapping, copy_ndata,
+                                    copy_edata)
+
+    def add_reverse_edges(self, readonly: Any = None, copy_ndata: bool = True,
+                          copy_edata: bool = False, ignore_bipartite: bool = False,
+                          exclude_self: bool = True) -> CSCGraph:
+        """See :func:`graphsys.graph.transforms.add_reverse_edges`."""
+        from graphsys.graph import transforms
+
+        return transforms.add_reverse_edges(self, readonly, copy_ndata, copy_edata,
+                                            ignore_bipartite, exclude_self)
+
     def create_formats_(self) -> None:
         """No-op, for DGL scripts: the CSC arrays are the only format graphsys samples."""
         return None

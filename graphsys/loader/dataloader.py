@@ -67,6 +67,11 @@ def _either(ours: Any, ours_name: str, dgl: Any, dgl_name: str) -> Any:
     return ours if ours is not None else dgl
 
 
+def _prefetches(sampler: Any) -> bool:
+    return any(getattr(sampler, name, ()) for name in
+               ("prefetch_node_feats", "prefetch_labels", "prefetch_edge_feats"))
+
+
 def _frame_entry(frame: Any, name: str, what: str) -> Any:
     if name not in frame:
         raise KeyError(f"the sampler prefetches {what}[{name!r}] but the graph's {what} has "
@@ -159,6 +164,9 @@ class DataLoader:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
             raise ValueError(f"prefetch must be an integer >= 1, got {prefetch!r}")
+        if isinstance(getattr(graph, "graph", None), CSCGraph) and hasattr(graph, "__getitem__") \
+                and _prefetches(sampler):
+            graph = graph[0]  # a graphsys Dataset: its graph with feat/label in ndata
         self.graph = _as_csc(graph)
         num_nodes = self.graph.num_nodes()
         if isinstance(seeds, torch.Tensor):

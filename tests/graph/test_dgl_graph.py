@@ -101,3 +101,51 @@ def test_zarr_dataset_feat_stays_chunked(tmp_path, toy_arrays) -> None:
     assert type(feat).__name__ == "ZarrFeatures"
     ids = torch.tensor([4, 40, 1])
     assert np.array_equal(feat[ids].numpy(), toy_arrays["features"][ids.numpy()])
+
+
+def _triples(g: CSCGraph, name: str | None = None) -> list:
+    """Sorted ``(src, dst, data)`` of every edge: the reference every transform must keep."""
+    src, dst = g.edges()
+    data = g.edata[name].tolist() if name else [None] * g.num_edges()
+    return sorted(zip(src.tolist(), dst.tolist(), data), key=repr)
+
+
+def _weighted() -> CSCGraph:
+    g = CSCGraph.from_edges([0, 1, 2, 2, 3, 3, 1], [1, 2, 2, 0, 1, 1, 0], num_nodes=5)
+    g.ndata["x"] = torch.arange(5.0)
+    g.edata["w"] = torch.arange(7.0) * 10
+    return g
+
+
+def test_transforms_keep_each_edge_with_its_data() -> None:
+    g = _weighted()
+    before = _triples(g, "w")
+    loops = graphsys.add_self_loop(g)
+    assert _triples(loops, "w") == sorted(before + [(v, v, 1.0) for v in range(5)], key=repr)
+    assert loops.ndata["x"] is g.ndata["x"] and loops.idtype == g.idtype
+    assert g.add_self_loop(fill_data=0.0).edata["w"].sum() == g.edata["w"].sum()
+    no_loops = graphsys.remove_self_loop(g)
+    assert _triples(no_loops, "w") == [t for t in before if t[0] != t[1]]
+    rev = graphsys.add_reverse_edges(g, copy_edata=True)
+    assert _triples(rev, "w") == sorted(
+        before + [(d, s, w) for s, d, w in before if s != d], key=repr)
+    assert "w" not in graphsys.add_reverse_edges(g).edata  # DGL drops it by default
+    simple = graphsys.to_simple(g)
+    pairs = [(s, d) for s, d, _ in before]
+    assert sorted(zip(*[t.tolist() for t in simple.edges()])) == sorted(set(pairs))
+    counts = {(s, d): c for s, d, c in _triples(simple, "count")}
+    assert counts == {p: pairs.count(p) for p in set(pairs)}
+    bi = graphsys.to_bidirected(g)
+    want = sorted({(s, d) for s, d in pairs} | {(d, s) for s, d in pairs})
+    assert sorted(zip(*[t.tolist() for t in bi.edges()])) == want
+    assert "x" not in bi.ndata and "x" in graphsys.to_bidirected(g, copy_ndata=True).ndata
+
+
+def test_find_edges_reads_csc_positions() -> None:
+    g = _weighted()
+    src, dst = g.edges()
+    eids = torch.tensor([6, 0, 3, 3])
+    s, d = g.find_edges(eids)
+    assert torch.equal(s, src[eids]) and torch.equal(d, dst[eids])
+    with pytest.raises(IndexError):
+        g.find_edges([7])

@@ -221,3 +221,14 @@ def test_a_dgl_shaped_script_trains_and_runs_layerwise_inference(toy_dataset) ->
                 y[out[0] : out[-1] + 1] = F.relu(h) if i == 0 else h
             feat = y
     assert feat.shape == (g.num_nodes(), dataset.num_classes) and torch.isfinite(feat).all()
+
+
+def test_a_graphsys_dataset_as_the_graph_prefetches_its_ndata(toy_dataset, toy_arrays) -> None:
+    ds = graphsys.load_dataset(toy_dataset)
+    loader = graphsys.DataLoader(ds, ds.train_idx, graphsys.NeighborSampler(
+        [3], prefetch_node_feats=["feat"], prefetch_labels=["label"]), batch_size=6)
+    for inp, out, blocks in loader:
+        assert np.array_equal(blocks[0].srcdata["feat"].numpy(),
+                              toy_arrays["features"][inp.numpy()])
+        assert np.array_equal(blocks[-1].dstdata["label"].numpy(),
+                              toy_arrays["labels"][out.numpy()])
