@@ -132,6 +132,25 @@ class StoreBase:
     def row_bytes(self) -> int:
         return self.dim * torch.empty((), dtype=self.dtype).element_size()
 
+    # -- tensor-like reads, so a store behind ``g.ndata['feat']`` serves DGL scripts ----
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(num_rows, dim)``, as a feature tensor's (``g.ndata['feat'].shape[1]``)."""
+        return (self.num_rows, self.dim)
+
+    def __getitem__(self, ids: Any) -> torch.Tensor:
+        """``store[ids]``: :meth:`read` for ids (tensor, array, list), one id (one row, 1-D)
+        or a slice, so ``feat[input_nodes]`` works whether ``feat`` is a tensor or a store."""
+        if isinstance(ids, slice):
+            return self.read(torch.arange(self.num_rows)[ids])
+        if isinstance(ids, (int, np.integer)) and not isinstance(ids, bool):
+            index = int(ids) + self.num_rows if ids < 0 else int(ids)
+            return self.read(torch.tensor([index]))[0]
+        return self.read(ids)
+
+    # A store is not a sequence: iterating would read every row, one call each.
+    __iter__ = None
+
     def _ids(self, ids: Any) -> torch.Tensor:
         if not isinstance(ids, torch.Tensor):
             ids = torch.as_tensor(np.asarray(ids, dtype=np.int64) if not

@@ -232,3 +232,16 @@ def test_a_graphsys_dataset_as_the_graph_prefetches_its_ndata(toy_dataset, toy_a
                               toy_arrays["features"][inp.numpy()])
         assert np.array_equal(blocks[-1].dstdata["label"].numpy(),
                               toy_arrays["labels"][out.numpy()])
+
+
+def test_a_store_in_ndata_indexes_like_a_tensor(data) -> None:
+    """DGL's layer-wise inference does ``feat.shape[1]`` and ``feat[input_nodes]``."""
+    _graph, feats, _, path = data
+    store = MmapStore(path, N, DIM, "float32")
+    assert store.shape == (N, DIM) and store.dtype == torch.float32
+    ids = torch.tensor([5, 0, 599, 5])
+    assert np.array_equal(store[ids].numpy(), feats[ids.numpy()])
+    assert np.array_equal(store[3].numpy(), feats[3]) and store[-1].shape == (DIM,)
+    assert np.array_equal(store[2:9:3].numpy(), feats[2:9:3])
+    with pytest.raises(TypeError):
+        iter(store)
