@@ -148,6 +148,16 @@ class StoreBase:
             return self.read(torch.tensor([index]))[0]
         return self.read(ids)
 
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Any:
+        """This store's rows delivered on ``device``, without loading the store: itself
+        if its rows already land there, else a :class:`RowsOn` view whose reads go through
+        :meth:`read_to`. So DGL's ``feat = g.ndata['feat'].to(device); feat[input_nodes]``
+        stays out-of-core."""
+        device = torch.device(device)
+        if device == self.device or (device.type == self.device.type and device.index is None):
+            return self
+        return RowsOn(self, device)
+
     # A store is not a sequence: iterating would read every row, one call each.
     __iter__ = None
 
@@ -197,3 +207,39 @@ class StoreBase:
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(num_rows={self.num_rows}, dim={self.dim}, "
                 f"dtype={self.dtype}, device={self.device})")
+
+
+class RowsOn:
+    """``store[ids]`` / ``store.read(ids)`` on another device (see :meth:`StoreBase.to`).
+
+    Reads are the store's (its tiers and statistics); only where the rows land changes.
+    """
+
+    def __init__(self, store: StoreBase, device: torch.device) -> None:
+        self.store = store
+        self.device = device
+        self.num_rows, self.dim, self.dtype = store.num_rows, store.dim, store.dtype
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.num_rows, self.dim)
+
+    def __len__(self) -> int:
+        return self.num_rows
+
+    def read(self, ids: Any, out: torch.Tensor | None = None) -> torch.Tensor:
+        rows = self.store.read_to(ids, self.device)
+        return rows if out is None else out.copy_(rows)
+
+    def __getitem__(self, ids: Any) -> torch.Tensor:
+        if isinstance(ids, torch.Tensor) or isinstance(ids, (np.ndarray, list)):
+            return self.read(ids)
+        return self.store[ids].to(self.device)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Any:
+        return self.store.to(device)
+
+    __iter__ = None
+
+    def __repr__(self) -> str:
+        return f"RowsOn({self.store!r}, device={self.device})"

@@ -245,3 +245,15 @@ def test_a_store_in_ndata_indexes_like_a_tensor(data) -> None:
     assert np.array_equal(store[2:9:3].numpy(), feats[2:9:3])
     with pytest.raises(TypeError):
         iter(store)
+
+
+def test_moving_a_store_keeps_it_out_of_core(data) -> None:
+    _graph, feats, _, path = data
+    store = MmapStore(path, N, DIM, "float32")
+    assert store.to("cpu") is store
+    meta = store.to("meta")  # any other device: reads land there, nothing is loaded
+    assert meta.shape == (N, DIM) and meta.store is store
+    ids = torch.tensor([1, 2])
+    before = store.stats.rows_returned
+    assert meta[ids].device.type == "meta" and store.stats.rows_returned == before + 2
+    assert meta.to("cpu") is store
