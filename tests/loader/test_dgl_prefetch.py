@@ -12,6 +12,7 @@ import torch
 
 import graphsys
 import graphsys as dgl
+from conftest import CUDA
 from graphsys.graph.csc import CSCGraph
 from graphsys.loader import dataloader as dataloader_module
 from graphsys.samplers.offline import offline_sample
@@ -178,12 +179,18 @@ def test_use_ddp_without_a_process_group_is_rank_zero_of_one(data) -> None:
     assert np.array_equal(np.concatenate([o for _, o, _ in loader]), np.arange(30))
 
 
-def test_a_dgl_shaped_script_trains_and_runs_layerwise_inference(toy_dataset) -> None:
-    """The shape of DGL's graphsage/node_classification.py, on a generated dataset."""
+@pytest.mark.parametrize("feat_kind", ["memmap", "MmapStore"])
+def test_a_dgl_shaped_script_trains_and_runs_layerwise_inference(toy_dataset, feat_kind
+                                                                 ) -> None:
+    """The shape of DGL's graphsage/node_classification.py, on a generated dataset, with
+    ndata['feat'] the dataset's memory map or a graphsys store over the same file."""
     import torch.nn.functional as F
 
     dataset = dgl.load_dataset(toy_dataset)
     g = dataset[0]
+    if feat_kind == "MmapStore":
+        entry = dataset.manifest.arrays["features"]
+        g.ndata["feat"] = MmapStore(toy_dataset / entry.path, *entry.shape, entry.dtype)
     g.create_formats_()
     g = g.to("cpu")
     train_idx = torch.nonzero(g.ndata["train_mask"]).squeeze(1)
@@ -214,6 +221,7 @@ def test_a_dgl_shaped_script_trains_and_runs_layerwise_inference(toy_dataset) ->
     with torch.no_grad():
         for i, layer in enumerate(layers):
             y = torch.empty(g.num_nodes(), [16, dataset.num_classes][i])
+            feat = feat.to("cpu")
             for inp, out, blocks in infer:
                 x = feat[inp] if i else blocks[0].srcdata["feat"]
                 assert i or torch.equal(x, torch.as_tensor(feat[inp]))
@@ -257,3 +265,29 @@ def test_moving_a_store_keeps_it_out_of_core(data) -> None:
     before = store.stats.rows_returned
     assert meta[ids].device.type == "meta" and store.stats.rows_returned == before + 2
     assert meta.to("cpu") is store
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])
+def test_device_path_fills_prefetched_names_like_the_plain_path(data, device) -> None:
+    graph, feats, labels, path = data
+    graph.ndata["feat"] = MmapStore(path, N, DIM, "float32")
+    graph.ndata["x2"] = torch.from_numpy(feats) * 2
+    graph.ndata["label"] = torch.from_numpy(labels)
+    graph.ndata["y"] = torch.from_numpy(labels) + 1
+    graph.edata["w"] = torch.randn(graph.num_edges())
+
+    def run(**kw):
+        sampler = graphsys.MultiLayerFullNeighborSampler(
+            2, prefetch_node_feats=["feat", "x2"], prefetch_labels=["label", "y"],
+            prefetch_edge_feats=["w"])
+        loader = graphsys.DataLoader(graph, torch.arange(0, N, 7), sampler, batch_size=20,
+                                     **kw)
+        return [{k: (b[0].srcdata[k] if k in b[0].srcdata else b[-1].dstdata[k]).cpu()
+                 for k in ("feat", "x2", "label", "y")} | {"w": b[0].edata["w"].cpu()}
+                for _, _, b in loader]
+
+    plain = run()
+    on_path = run(use_uva=True, device=device)
+    assert len(plain) == len(on_path)
+    for a, b in zip(plain, on_path):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
