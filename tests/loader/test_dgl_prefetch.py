@@ -291,3 +291,19 @@ def test_device_path_fills_prefetched_names_like_the_plain_path(data, device) ->
     assert len(plain) == len(on_path)
     for a, b in zip(plain, on_path):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_use_ddp_reads_rank_and_world_from_torch_distributed(data, tmp_path) -> None:
+    import torch.distributed as dist
+
+    if not dist.is_available() or dist.is_initialized():
+        pytest.skip("torch.distributed unavailable or already initialised")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0,
+                            world_size=1)
+    try:
+        assert dataloader_module.ddp_rank_and_world() == (0, 1)
+        loader = graphsys.DataLoader(data[0], torch.arange(10), graphsys.NeighborSampler([2]),
+                                     batch_size=4, use_ddp=True)
+        assert loader.ddp == (0, 1) and len(loader) == 3
+    finally:
+        dist.destroy_process_group()
