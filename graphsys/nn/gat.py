@@ -122,6 +122,15 @@ class GATConv(nn.Module):
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str,
+                              *args: Any, **kwargs: Any) -> None:
+        # graphsys before DGL's keys kept a bias beside a bias-free ``res_fc`` projection;
+        # DGL keeps it in ``res_fc.bias``. Move it so checkpoints from then still load.
+        old, new = prefix + "bias", prefix + "res_fc.bias"
+        if isinstance(self.res_fc, nn.Linear) and old in state_dict and new not in state_dict:
+            state_dict[new] = state_dict.pop(old)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def set_allow_zero_in_degree(self, set_value: bool) -> None:
         """DGL's setter for ``allow_zero_in_degree``."""
         self.allow_zero_in_degree = set_value

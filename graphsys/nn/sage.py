@@ -89,13 +89,17 @@ class SAGEConv(nn.Module):
             self.fc_pool = nn.Linear(self.in_src_feats, self.in_src_feats)
         if aggregator_type == "lstm":
             self.lstm = nn.LSTM(self.in_src_feats, self.in_src_feats, batch_first=True)
-        self.fc_neigh = nn.Linear(self.in_src_feats, out_feats, bias=False)
+        # fc_self before fc_neigh (graphsys's order; DGL's is the reverse): optimizers index
+        # parameters by position, so a pre-DGL-keys graphsys checkpoint's optimizer state
+        # then fails the shape check on resume instead of silently swapping two moments.
         if aggregator_type != "gcn":
             self.fc_self = nn.Linear(self.in_dst_feats, out_feats, bias=bias)
-        elif bias:
-            self.bias = nn.Parameter(torch.zeros(out_feats))
-        else:
-            self.register_parameter("bias", None)
+        self.fc_neigh = nn.Linear(self.in_src_feats, out_feats, bias=False)
+        if aggregator_type == "gcn":  # no fc_self to hold the bias
+            if bias:
+                self.bias = nn.Parameter(torch.zeros(out_feats))
+            else:
+                self.register_parameter("bias", None)
         self.reset_parameters()
 
     def __getattr__(self, name: str) -> Any:
@@ -104,6 +108,15 @@ class SAGEConv(nn.Module):
         if name == "bias" and "fc_self" in self._modules:
             return self._modules["fc_self"].bias
         return super().__getattr__(name)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str,
+                              *args: Any, **kwargs: Any) -> None:
+        # graphsys before DGL's keys stored every aggregator's bias as ``bias``: move it
+        # where DGL keeps it, so checkpoints from then still load.
+        old, new = prefix + "bias", prefix + "fc_self.bias"
+        if "fc_self" in self._modules and old in state_dict and new not in state_dict:
+            state_dict[new] = state_dict.pop(old)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def aggregator(self) -> str:

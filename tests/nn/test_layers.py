@@ -629,3 +629,19 @@ def test_edge_softmax_is_stable_and_normalised():
 def test_layers_reject_a_non_graph():
     with pytest.raises(TypeError, match="Block or a CSC graph"):
         GraphConv(3, 2)(object(), torch.randn(4, 3))
+
+
+def test_checkpoints_from_graphsys_before_dgl_keys_still_load(tmp_path):
+    """Our old keys: SAGE's bias as ``bias``, GAT's beside a bias-free ``res_fc``."""
+    block = random_block()
+    state = dgl_checkpoint(sage_shapes("pool", 4, 4, 3), tmp_path)
+    old = {("bias" if k == "fc_self.bias" else k): v for k, v in state.items()}
+    conv = load(SAGEConv(4, 3, "pool"), state)
+    conv.load_state_dict(old, strict=True)
+    h = features(block.num_src_nodes(), 4)
+    torch.testing.assert_close(conv(block, h), sage_reference("pool", state, block, h, h[:6]))
+    state = dgl_checkpoint(gat_shapes(5, 5, 3, 2, True, False), tmp_path)
+    old = {("bias" if k == "res_fc.bias" else k): v for k, v in state.items()}
+    gat = GATConv(5, 3, 2, residual=True, allow_zero_in_degree=True).double()
+    gat.load_state_dict(old, strict=True)
+    torch.testing.assert_close(gat.res_fc.bias, state["res_fc.bias"])
