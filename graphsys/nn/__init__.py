@@ -11,7 +11,7 @@ where ``h`` holds the block's source-node features (the destinations are its fir
 from graphsys.nn._aggregate import ZeroInDegreeError, edge_softmax
 from graphsys.nn.gat import GATConv
 from graphsys.nn.gatv2 import GATv2Conv
-from graphsys.nn.gcn import GraphConv
+from graphsys.nn.gcn import EdgeWeightNorm, GraphConv
 from graphsys.nn.gin import GINConv
 from graphsys.nn.models import GAT, GCN, MODEL_NAMES, BlockModel, GraphSAGE, build_model
 from graphsys.nn.propagate import APPNPConv, SGConv
@@ -25,6 +25,7 @@ __all__ = [
     "MODEL_NAMES",
     "APPNPConv",
     "BlockModel",
+    "EdgeWeightNorm",
     "GINConv",
     "GraphConv",
     "GraphSAGE",

@@ -12,6 +12,7 @@ from graphsys.nn._aggregate import (
     NodeFeatures,
     as_block,
     check_zero_in_degree,
+    edge_endpoints,
     split_features,
     weighted_sum_neighbours,
 )
@@ -125,3 +126,43 @@ class GraphConv(nn.Module):
     def extra_repr(self) -> str:
         return (f"in={self.in_feats}, out={self.out_feats}, normalization={self.norm}, "
                 f"activation={self.activation}")
+
+
+class EdgeWeightNorm(nn.Module):
+    """Normalise scalar edge weights as DGL's ``EdgeWeightNorm`` (for ``edge_weight=``).
+
+    ``'both'``: ``w_ji / sqrt(W_out(j) * W_in(i))``, ``'right'``: ``w_ji / W_in(i)``,
+    ``'none'``: ``w_ji``, where ``W_out``/``W_in`` are the weighted out/in-degrees plus
+    ``eps``. ``'both'`` needs positive weights.
+
+    Example:
+        >>> norm_w = EdgeWeightNorm("both")(block, w)
+        >>> out = GraphConv(16, 8, norm="none")(block, h, edge_weight=norm_w)
+    """
+
+    def __init__(self, norm: Literal["both", "right", "none"] = "both", eps: float = 0.0) -> None:
+        super().__init__()
+        if norm not in ("both", "right", "none"):
+            raise ValueError(f"unknown EdgeWeightNorm norm {norm!r}; choose 'both', 'right' "
+                             f"or 'none'")
+        self.norm, self.eps = norm, eps
+
+    def forward(self, graph: Any, edge_weight: torch.Tensor) -> torch.Tensor:
+        block = as_block(graph)
+        if edge_weight.dim() != 1 or edge_weight.shape[0] != block.num_edges():
+            raise ValueError(f"edge_weight must be one scalar per edge ({block.num_edges()}), "
+                             f"got shape {tuple(edge_weight.shape)}")
+        if self.norm == "none":
+            return edge_weight
+        if self.norm == "both" and bool((edge_weight <= 0).any()):
+            raise ValueError("non-positive edge weight with norm='both' (its square root is "
+                             "taken); use norm='right' or positive weights")
+        src, dst = edge_endpoints(block)
+        in_weight = edge_weight.new_zeros(block.num_dst_nodes()).index_add_(0, dst, edge_weight)
+        in_weight = in_weight + self.eps
+        if self.norm == "right":
+            return edge_weight / in_weight.index_select(0, dst)
+        out_weight = edge_weight.new_zeros(block.num_src_nodes()).index_add_(0, src, edge_weight)
+        out_weight = out_weight + self.eps
+        return (edge_weight * out_weight.index_select(0, src).rsqrt()
+                * in_weight.index_select(0, dst).rsqrt())

@@ -19,6 +19,7 @@ from graphsys.nn._aggregate import (
     check_zero_in_degree,
     weighted_sum_neighbours,
 )
+from graphsys.nn.gcn import EdgeWeightNorm
 
 
 class SGConv(nn.Module):
@@ -66,8 +67,13 @@ class SGConv(nn.Module):
         """DGL's setter for ``allow_zero_in_degree``."""
         self.allow_zero_in_degree = set_value
 
-    def forward(self, graph: Any, feat: torch.Tensor) -> torch.Tensor:
-        """``[num_nodes, out_feats]``."""
+    def forward(self, graph: Any, feat: torch.Tensor,
+                edge_weight: torch.Tensor | None = None) -> torch.Tensor:
+        """``[num_nodes, out_feats]``.
+
+        ``edge_weight`` (positive, one per edge) is normalised by ``EdgeWeightNorm('both')``
+        and replaces the degree normalisation, as in DGL.
+        """
         block = as_square_block(graph, "SGConv")
         check_zero_in_degree(block, self.allow_zero_in_degree)
         if self.cached and self._cached_h is not None:
@@ -76,9 +82,14 @@ class SGConv(nn.Module):
             if feat.shape[0] != block.num_src_nodes():
                 raise ValueError(f"features have {feat.shape[0]} rows but the graph has "
                                  f"{block.num_src_nodes()} nodes")
-            scale = block.in_degrees().clamp(min=1).to(feat.dtype).rsqrt().unsqueeze(-1)
-            for _ in range(self.k):
-                feat = weighted_sum_neighbours(block, feat * scale, None) * scale
+            if edge_weight is not None:
+                weight = EdgeWeightNorm("both")(block, edge_weight)
+                for _ in range(self.k):
+                    feat = weighted_sum_neighbours(block, feat, weight)
+            else:
+                scale = block.in_degrees().clamp(min=1).to(feat.dtype).rsqrt().unsqueeze(-1)
+                for _ in range(self.k):
+                    feat = weighted_sum_neighbours(block, feat * scale, None) * scale
             if self.norm is not None:
                 feat = self.norm(feat)
             if self.cached:

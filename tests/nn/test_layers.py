@@ -645,3 +645,25 @@ def test_checkpoints_from_graphsys_before_dgl_keys_still_load(tmp_path):
     gat = GATConv(5, 3, 2, residual=True, allow_zero_in_degree=True).double()
     gat.load_state_dict(old, strict=True)
     torch.testing.assert_close(gat.res_fc.bias, state["res_fc.bias"])
+
+
+def test_edge_weight_norm_and_sgconv_edge_weight(tmp_path):
+    from graphsys.nn import EdgeWeightNorm
+
+    graph = random_graph()
+    weight = torch.rand(graph.num_edges(), dtype=DTYPE) + 0.1
+    src, dst = graph.edges()
+    src, dst = src.long(), dst.long()
+    out_w = torch.zeros(9, dtype=DTYPE).index_add_(0, src, weight)
+    in_w = torch.zeros(9, dtype=DTYPE).index_add_(0, dst, weight)
+    both = EdgeWeightNorm("both")(graph, weight)
+    torch.testing.assert_close(both, weight / (out_w[src] * in_w[dst]).sqrt(), **TOL)
+    torch.testing.assert_close(EdgeWeightNorm("right")(graph, weight), weight / in_w[dst], **TOL)
+    with pytest.raises(ValueError, match="non-positive"):
+        EdgeWeightNorm("both")(graph, -weight)
+    state = dgl_checkpoint({"fc.weight": (3, 4), "fc.bias": (3,)}, tmp_path)
+    conv = load(SGConv(4, 3, 2, allow_zero_in_degree=True), state)
+    matrix = torch.zeros(9, 9, dtype=DTYPE).index_put_((dst, src), both, accumulate=True)
+    h = features(9, 4)
+    expected = matrix @ matrix @ h @ state["fc.weight"].T + state["fc.bias"]
+    torch.testing.assert_close(conv(graph, h, edge_weight=weight), expected, **TOL)
