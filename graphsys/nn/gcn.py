@@ -99,9 +99,10 @@ class GraphConv(nn.Module):
             raise ValueError("this GraphConv has its own weight; build it with weight=False "
                              "to pass an external weight")
         weight = self.weight if weight is None else weight
-        if weight is None and h_src.shape[-1] != self.out_feats:
+        if weight is None and self.bias is not None and h_src.shape[-1] != self.out_feats:
+            # DGL would fail adding the bias; without one it returns the input width.
             raise ValueError(f"without a weight the input size ({h_src.shape[-1]}) must equal "
-                             f"out_feats ({self.out_feats})")
+                             f"out_feats ({self.out_feats}) for the bias to apply")
         if self.norm in ("both", "left"):
             out_deg = block.out_degrees().clamp(min=1).to(h_src.dtype)
             scale = out_deg.rsqrt() if self.norm == "both" else out_deg.reciprocal()

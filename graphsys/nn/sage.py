@@ -105,8 +105,9 @@ class SAGEConv(nn.Module):
     def __getattr__(self, name: str) -> Any:
         # DGL keeps the non-'gcn' bias in fc_self; expose it as ``conv.bias`` too, as the
         # 'gcn' layer's own bias is, so code reading ``conv.bias`` works for every type.
-        if name == "bias" and "fc_self" in self._modules:
-            return self._modules["fc_self"].bias
+        modules = self.__dict__.get("_modules", {})  # absent while unpickling
+        if name == "bias" and "fc_self" in modules:
+            return modules["fc_self"].bias
         return super().__getattr__(name)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str,
