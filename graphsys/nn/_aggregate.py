@@ -74,16 +74,21 @@ def sum_neighbours(block: Block, h_src: torch.Tensor) -> torch.Tensor:
     return sum_in_edges(block, gather_rows(h_src, src))
 
 
-def mean_neighbours(block: Block, h_src: torch.Tensor) -> torch.Tensor:
-    """Mean of the in-neighbours' features; zero for a destination with no in-edges."""
+def mean_neighbours(block: Block, h_src: torch.Tensor,
+                    edge_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of the (weighted) in-neighbours' features over the in-degree; zero for a
+    destination with no in-edges."""
     deg = block.in_degrees().clamp(min=1).to(h_src.dtype)
-    return sum_neighbours(block, h_src) / deg.view(-1, *([1] * (h_src.dim() - 1)))
+    total = weighted_sum_neighbours(block, h_src, edge_weight)
+    return total / deg.view(-1, *([1] * (h_src.dim() - 1)))
 
 
-def max_neighbours(block: Block, h_src: torch.Tensor) -> torch.Tensor:
-    """Element-wise max over in-neighbours; zero for a destination with no in-edges."""
+def max_neighbours(block: Block, h_src: torch.Tensor,
+                   edge_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Element-wise max over (weighted) in-neighbours; zero for a destination with no
+    in-edges, as DGL's ``fn.max``."""
     src, dst = edge_endpoints(block)
-    messages = gather_rows(h_src, src)
+    messages = _weighted(gather_rows(h_src, src), edge_weight, block)
     index = dst.view(-1, *([1] * (messages.dim() - 1))).expand_as(messages)
     out = messages.new_zeros((block.num_dst_nodes(), *messages.shape[1:]))
     # include_self=False: rows that receive no edge keep their initial zero.
@@ -177,11 +182,18 @@ def weighted_sum_neighbours(block: Block, h_src: torch.Tensor,
     """``sum_{j -> i} w_ji h_src[j]``; plain :func:`sum_neighbours` without weights."""
     if edge_weight is None:
         return sum_neighbours(block, h_src)
+    src, _ = edge_endpoints(block)
+    return sum_in_edges(block, _weighted(gather_rows(h_src, src), edge_weight, block))
+
+
+def _weighted(messages: torch.Tensor, edge_weight: torch.Tensor | None,
+              block: Block) -> torch.Tensor:
+    """``messages`` [E, ...] times a per-edge weight [E] (or broadcastable [E, ...])."""
+    if edge_weight is None:
+        return messages
     if edge_weight.shape[0] != block.num_edges():
         raise ValueError(f"edge_weight has {edge_weight.shape[0]} rows but the block has "
                          f"{block.num_edges()} edges")
-    src, _ = edge_endpoints(block)
-    messages = gather_rows(h_src, src)
-    weight = edge_weight.reshape(edge_weight.shape[0], *([1] * (messages.dim() - 1))) \
-        if edge_weight.dim() == 1 else edge_weight
-    return sum_in_edges(block, messages * weight)
+    if edge_weight.dim() == 1:
+        edge_weight = edge_weight.reshape(-1, *([1] * (messages.dim() - 1)))
+    return messages * edge_weight

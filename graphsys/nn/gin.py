@@ -12,8 +12,8 @@ from graphsys.nn._aggregate import (
     Activation,
     NodeFeatures,
     as_block,
-    edge_endpoints,
-    gather_rows,
+    max_neighbours,
+    mean_neighbours,
     split_features,
     weighted_sum_neighbours,
 )
@@ -81,14 +81,5 @@ def _reduce(block: Block, h_src: torch.Tensor, edge_weight: torch.Tensor | None,
     if kind == "sum":
         return weighted_sum_neighbours(block, h_src, edge_weight)
     if kind == "mean":
-        deg = block.in_degrees().clamp(min=1).to(h_src.dtype)
-        total = weighted_sum_neighbours(block, h_src, edge_weight)
-        return total / deg.view(-1, *([1] * (h_src.dim() - 1)))
-    src, dst = edge_endpoints(block)
-    messages = gather_rows(h_src, src)
-    if edge_weight is not None:
-        messages = messages * edge_weight.reshape(-1, *([1] * (messages.dim() - 1)))
-    index = dst.view(-1, *([1] * (messages.dim() - 1))).expand_as(messages)
-    out = messages.new_zeros((block.num_dst_nodes(), *messages.shape[1:]))
-    # include_self=False: rows that receive no edge keep their initial zero, as DGL.
-    return out.scatter_reduce(0, index, messages, reduce="amax", include_self=False)
+        return mean_neighbours(block, h_src, edge_weight)
+    return max_neighbours(block, h_src, edge_weight)

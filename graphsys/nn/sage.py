@@ -20,6 +20,7 @@ from graphsys.nn._aggregate import (
     expand_as_pair,
     gather_rows,
     max_neighbours,
+    mean_neighbours,
     split_features,
     weighted_sum_neighbours,
 )
@@ -173,11 +174,8 @@ class SAGEConv(nn.Module):
                 out = out + self.bias
         elif kind == "pool":
             messages = F.relu(self.fc_pool(h_src))
-            if edge_weight is not None:
-                pooled = _weighted_max(block, messages, edge_weight)
-            else:
-                pooled = max_neighbours(block, messages)
-            out = self.fc_self(h_dst) + self.fc_neigh(pooled)
+            out = self.fc_self(h_dst) + self.fc_neigh(max_neighbours(block, messages,
+                                                                     edge_weight))
         else:
             out = self.fc_self(h_dst) + self.fc_neigh(self._lstm_neighbours(block, h_src,
                                                                             edge_weight))
@@ -199,11 +197,7 @@ class SAGEConv(nn.Module):
         if self.quant_bits is not None:
             return partial(aggregate_neighbours, block, bits=self.quant_bits,
                            protect=self.protect)
-        deg = block.in_degrees().clamp(min=1)
-
-        def mean(h: torch.Tensor) -> torch.Tensor:
-            return weighted_sum_neighbours(block, h, edge_weight) / deg.to(h.dtype).unsqueeze(-1)
-        return mean
+        return partial(mean_neighbours, block, edge_weight=edge_weight)
 
     def _lstm_neighbours(self, block: Block, h_src: torch.Tensor,
                          edge_weight: torch.Tensor | None) -> torch.Tensor:
@@ -235,11 +229,3 @@ class SAGEConv(nn.Module):
         return (f"{self.in_feats}, {self.out_feats}, "
                 f"aggregator_type={self.aggregator_type!r}{quant}")
 
-
-def _weighted_max(block: Block, messages: torch.Tensor, edge_weight: torch.Tensor) -> torch.Tensor:
-    """Max over in-edges of ``w_ji * messages[j]``; zero where a node has no in-edges."""
-    src, dst = edge_endpoints(block)
-    weighted = gather_rows(messages, src) * edge_weight.reshape(-1, 1)
-    index = dst.view(-1, 1).expand_as(weighted)
-    out = weighted.new_zeros((block.num_dst_nodes(), weighted.shape[1]))
-    return out.scatter_reduce(0, index, weighted, reduce="amax", include_self=False)
