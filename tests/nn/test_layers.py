@@ -667,3 +667,12 @@ def test_edge_weight_norm_and_sgconv_edge_weight(tmp_path):
     h = features(9, 4)
     expected = matrix @ matrix @ h @ state["fc.weight"].T + state["fc.bias"]
     torch.testing.assert_close(conv(graph, h, edge_weight=weight), expected, **TOL)
+
+
+@pytest.mark.parametrize("make", LAYERS)
+def test_block_without_edges(make):
+    """DGL gives zero neighbour terms on a graph with no edges; so do we, for every layer."""
+    block = Block(torch.zeros(4, dtype=torch.int64), torch.zeros(0, dtype=torch.int64),
+                  torch.arange(5), 3)
+    out = randomise(make())(block, features(5, 3))
+    assert out.shape[0] == 3 and torch.isfinite(out).all()
