@@ -8,9 +8,11 @@ and run on whatever device the block and features are on.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
+from graphsys.errors import GraphsysError
 from graphsys.samplers.block import Block
 
 #: What a layer accepts: source features (destinations are their first rows) or a pair.
@@ -72,16 +74,21 @@ def sum_neighbours(block: Block, h_src: torch.Tensor) -> torch.Tensor:
     return sum_in_edges(block, gather_rows(h_src, src))
 
 
-def mean_neighbours(block: Block, h_src: torch.Tensor) -> torch.Tensor:
-    """Mean of the in-neighbours' features; zero for a destination with no in-edges."""
+def mean_neighbours(block: Block, h_src: torch.Tensor,
+                    edge_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of the (weighted) in-neighbours' features over the in-degree; zero for a
+    destination with no in-edges."""
     deg = block.in_degrees().clamp(min=1).to(h_src.dtype)
-    return sum_neighbours(block, h_src) / deg.view(-1, *([1] * (h_src.dim() - 1)))
+    total = weighted_sum_neighbours(block, h_src, edge_weight)
+    return total / deg.view(-1, *([1] * (h_src.dim() - 1)))
 
 
-def max_neighbours(block: Block, h_src: torch.Tensor) -> torch.Tensor:
-    """Element-wise max over in-neighbours; zero for a destination with no in-edges."""
+def max_neighbours(block: Block, h_src: torch.Tensor,
+                   edge_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Element-wise max over (weighted) in-neighbours; zero for a destination with no
+    in-edges, as DGL's ``fn.max``."""
     src, dst = edge_endpoints(block)
-    messages = gather_rows(h_src, src)
+    messages = _weighted(gather_rows(h_src, src), edge_weight, block)
     index = dst.view(-1, *([1] * (messages.dim() - 1))).expand_as(messages)
     out = messages.new_zeros((block.num_dst_nodes(), *messages.shape[1:]))
     # include_self=False: rows that receive no edge keep their initial zero.
@@ -109,3 +116,84 @@ def edge_softmax(block: Block, logits: torch.Tensor) -> torch.Tensor:
     scores = torch.exp(logits - gather_rows(peak, dst))
     denom = scores.new_zeros(shape).index_add_(0, dst, scores)
     return scores / gather_rows(denom, dst)
+
+
+# -- DGL's conventions shared by the layers -------------------------------------------------
+class ZeroInDegreeError(GraphsysError, ValueError):
+    """A layer met destination nodes with no in-edges (DGL raises ``DGLError`` here)."""
+
+
+def check_zero_in_degree(block: Block, allow: bool) -> None:
+    """Raise as DGL's ``GraphConv``/``GATConv`` do unless ``allow_zero_in_degree=True``.
+
+    Such a node receives no message, so its output is only the bias (or residual): a silent
+    accuracy loss in most applications, hence DGL's check by default.
+    """
+    if allow or block.num_dst_nodes() == 0:
+        return
+    if bool((block.in_degrees() == 0).any()):
+        raise ZeroInDegreeError(
+            "There are 0-in-degree nodes in the graph; the output for those nodes would be "
+            "invalid (only the bias), which silently hurts accuracy in most applications. "
+            "Add self-loops to the graph, or pass allow_zero_in_degree=True when "
+            "constructing this module to suppress the check.")
+
+
+def as_block(graph: Any) -> Block:
+    """``graph`` as a :class:`Block`: a block as is, a whole graph as a square block.
+
+    A whole graph is anything with CSC ``indptr``/``indices`` and ``num_nodes()`` (a
+    :class:`~graphsys.graph.csc.CSCGraph`): every node is both a source and a destination,
+    as when DGL's layers run on a ``DGLGraph``.
+    """
+    if isinstance(graph, Block):
+        return graph
+    indptr, indices = getattr(graph, "indptr", None), getattr(graph, "indices", None)
+    if not isinstance(indptr, torch.Tensor) or not isinstance(indices, torch.Tensor):
+        raise TypeError(f"a layer takes a graphsys Block or a CSC graph (indptr, indices), "
+                        f"got {type(graph).__name__}")
+    num_nodes = indptr.numel() - 1
+    return Block(indptr, indices, torch.arange(num_nodes, device=indptr.device), num_nodes)
+
+
+def as_square_block(graph: Any, layer: str) -> Block:
+    """:func:`as_block` for layers that propagate several hops on the same node set."""
+    block = as_block(graph)
+    if block.num_src_nodes() != block.num_dst_nodes():
+        raise ValueError(f"{layer} propagates over the same nodes several times, so it takes a "
+                         f"whole graph, not a block with {block.num_src_nodes()} source and "
+                         f"{block.num_dst_nodes()} destination nodes")
+    return block
+
+
+def expand_as_pair(in_feats: int | tuple[int, int]) -> tuple[int, int]:
+    """``(in_src_feats, in_dst_feats)`` from DGL's ``in_feats`` (an int or a pair)."""
+    if isinstance(in_feats, tuple):
+        if len(in_feats) != 2:
+            raise ValueError(f"in_feats must be an int or a pair (src, dst), got {in_feats!r}")
+        return int(in_feats[0]), int(in_feats[1])
+    if isinstance(in_feats, bool) or not isinstance(in_feats, int):
+        raise TypeError(f"in_feats must be an int or a pair of ints, got {in_feats!r}")
+    return in_feats, in_feats
+
+
+def weighted_sum_neighbours(block: Block, h_src: torch.Tensor,
+                            edge_weight: torch.Tensor | None) -> torch.Tensor:
+    """``sum_{j -> i} w_ji h_src[j]``; plain :func:`sum_neighbours` without weights."""
+    if edge_weight is None:
+        return sum_neighbours(block, h_src)
+    src, _ = edge_endpoints(block)
+    return sum_in_edges(block, _weighted(gather_rows(h_src, src), edge_weight, block))
+
+
+def _weighted(messages: torch.Tensor, edge_weight: torch.Tensor | None,
+              block: Block) -> torch.Tensor:
+    """``messages`` [E, ...] times a per-edge weight [E] (or broadcastable [E, ...])."""
+    if edge_weight is None:
+        return messages
+    if edge_weight.shape[0] != block.num_edges():
+        raise ValueError(f"edge_weight has {edge_weight.shape[0]} rows but the block has "
+                         f"{block.num_edges()} edges")
+    if edge_weight.dim() == 1:
+        edge_weight = edge_weight.reshape(-1, *([1] * (messages.dim() - 1)))
+    return messages * edge_weight

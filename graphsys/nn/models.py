@@ -138,7 +138,10 @@ class GCN(BlockModel):
         super().__init__(dropout)
         _check_depth(num_layers)
         for fan_in, fan_out in _layer_dims(in_feats, hidden, out_feats, num_layers):
-            self.layers.append(GraphConv(fan_in, fan_out, norm="both"))
+            # Sampled blocks may hold nodes with no in-edges; they get the bias (DGL would
+            # raise by default).
+            self.layers.append(GraphConv(fan_in, fan_out, norm="both",
+                                         allow_zero_in_degree=True))
 
 
 class GAT(BlockModel):
@@ -155,7 +158,7 @@ class GAT(BlockModel):
         fan_in = in_feats
         for i in range(num_layers):
             fan_out = out_feats if i == num_layers - 1 else hidden
-            self.layers.append(GATConv(fan_in, fan_out, num_heads))
+            self.layers.append(GATConv(fan_in, fan_out, num_heads, allow_zero_in_degree=True))
             fan_in = hidden * num_heads
 
     def layer_out_feats(self, i: int) -> int:

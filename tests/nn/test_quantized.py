@@ -80,11 +80,11 @@ def test_sage_on_quantized_features_equals_sage_on_their_dequantized_values(aggr
 
 def test_quantize_options_are_checked() -> None:
     with pytest.raises(ValueError, match="quantize"):
-        SAGEConv(4, 4, quantize="int2")
+        SAGEConv(4, 4, "mean", quantize="int2")
     with pytest.raises(ValueError, match="'mean' and 'gcn'"):
         SAGEConv(4, 4, "pool", quantize="int8")
     with pytest.raises(ValueError, match="protect"):
-        SAGEConv(4, 4, quantize="int8", protect=1.5)
+        SAGEConv(4, 4, "mean", quantize="int8", protect=1.5)
     assert "quantize='int4'" in repr(GraphSAGE(4, 8, 2, quantize="int4"))
 
 
@@ -132,11 +132,11 @@ def test_quantized_sage_on_gpu_matches_cpu(cuda_device) -> None:
     block = random_block()
     x = torch.randn(45, 24, generator=torch.Generator().manual_seed(5), requires_grad=True)
     torch.manual_seed(0)
-    conv = SAGEConv(24, 8, quantize="int8", protect=0.2)
+    conv = SAGEConv(24, 8, "mean", quantize="int8", protect=0.2)
     out = conv(block, x)
     out.sum().backward()
     x_gpu = x.detach().cuda().requires_grad_(True)
-    conv_gpu = SAGEConv(24, 8, quantize="int8", protect=0.2).cuda()
+    conv_gpu = SAGEConv(24, 8, "mean", quantize="int8", protect=0.2).cuda()
     conv_gpu.load_state_dict(conv.state_dict())
     out_gpu = conv_gpu(block.to("cuda"), x_gpu)
     out_gpu.sum().backward()
