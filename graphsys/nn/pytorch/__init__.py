@@ -9,25 +9,6 @@ Example:
 """
 
 from graphsys.nn.pytorch import conv
-from graphsys.nn.pytorch.conv import (
-    APPNPConv,
-    EdgeWeightNorm,
-    GATConv,
-    GATv2Conv,
-    GINConv,
-    GraphConv,
-    SAGEConv,
-    SGConv,
-)
+from graphsys.nn.pytorch.conv import *  # noqa: F403 - the layer names, listed once in conv
 
-__all__ = [
-    "APPNPConv",
-    "EdgeWeightNorm",
-    "GATConv",
-    "GATv2Conv",
-    "GINConv",
-    "GraphConv",
-    "SAGEConv",
-    "SGConv",
-    "conv",
-]
+__all__ = [*conv.__all__, "conv"]
