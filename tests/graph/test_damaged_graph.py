@@ -165,3 +165,64 @@ def test_in_range_damage_is_caught_at_first_read(dataset_dir, tmp_path) -> None:
     with pytest.raises(graphsys.ChecksumError, match=r"indices\.bin"):
         graphsys.load_dataset(root).graph
     assert graphsys.verify_dataset(root, progress=False).problems  # verify agrees
+
+
+def _cli(*args, timeout=300):
+    result = subprocess.run([sys.executable, "-m", "graphsys", *map(str, args)],
+                            capture_output=True, text=True, timeout=timeout)
+    return result.returncode, [line for line in result.stderr.splitlines() if line.strip()]
+
+
+# name -> (damage to a copy of the dataset, the file the errors must name)
+COMMAND_DAMAGE = {
+    "label flipped in range": (lambda r: _flip(r / "labels.bin", 40), "labels.bin"),
+    "edge to another node": (lambda r: _flip(r / "indices.bin", 64), "indices.bin"),
+    "features truncated": (lambda r: _truncate(r / "features.bin"), "features.bin"),
+    "manifest edited": (lambda r: _edit_manifest(r), "manifest.json"),
+}
+
+
+def _flip(path, offset) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _truncate(path) -> None:
+    path.write_bytes(path.read_bytes()[:-100])
+
+
+def _edit_manifest(root) -> None:
+    path = root / "manifest.json"
+    path.write_text(path.read_text().replace('"float32"', '"int32"', 1))
+
+
+@pytest.mark.parametrize("case", COMMAND_DAMAGE, ids=list(COMMAND_DAMAGE))
+def test_every_command_refuses_damaged_data(dataset_dir, tmp_path, case) -> None:
+    """verify, pack and train as subprocesses: never a signal, never exit 0, the damaged
+    file named, no pack left behind; info (which reads only the manifest) refuses what
+    the manifest checks see. The intact dataset then works."""
+    damage, named = COMMAND_DAMAGE[case]
+    root = tmp_path / "copy"
+    shutil.copytree(dataset_dir, root)
+    damage(root)
+    rc, errors = _cli("verify", root, "--no-progress")
+    assert rc in (1, 2) and any(named in line for line in errors), (rc, errors)
+    pack = tmp_path / "pack"
+    rc, errors = _cli("pack", root, "--epochs", "1", "--fanouts", "3,3", "--pack", pack,
+                      "--no-progress")
+    if named == "labels.bin":  # pack reads the graph, the split and the features only
+        assert rc == 0, errors
+    else:
+        assert rc == 2 and len(errors) == 1 and named in errors[0], ("pack", rc, errors)
+        assert not pack.exists() and not (tmp_path / ".pack.packing").exists()
+    rc, errors = _cli("train", root, "--epochs", "1", "--eval-every", "0", "--fanouts", "3,3",
+                      "--no-progress")
+    assert rc == 2 and len(errors) == 1 and named in errors[0], ("train", rc, errors)
+    rc, errors = _cli("info", root)
+    if named in ("features.bin", "manifest.json"):  # what load_dataset checks at open
+        assert rc == 2 and len(errors) == 1 and named in errors[0], errors
+    else:
+        assert rc == 0  # array bytes are checked at first read and by verify, not by info
+    assert _cli("info", dataset_dir)[0] == 0
+    assert _cli("verify", dataset_dir, "--no-progress")[0] == 0
