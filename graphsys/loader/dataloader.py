@@ -187,6 +187,11 @@ class DataLoader:
         if device is None:
             device = getattr(sampler, "output_device", None)
         self.device = torch.device(device) if device is not None else torch.device("cpu")
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            # Said here, not at the first batch (torch's "Cannot access accelerator device").
+            raise ValueError(f"device={str(self.device)!r} but torch sees no CUDA device "
+                             f"(torch {torch.__version__}); pass device='cpu', or run on a "
+                             "machine with a GPU and a CUDA build of torch")
         #: None for the plain path (CPU sampling, host gathers, one copy per batch).
         self.path = device_path.resolve(self.graph, sampler, self.device, use_uva,
                                         graph_memory)

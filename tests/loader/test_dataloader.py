@@ -409,3 +409,11 @@ def test_boolean_mask_of_the_wrong_length(graph):
 def test_empty_seed_list_samples_nothing(graph):
     batch = NeighborSampler([2]).sample(graph, [])
     assert batch.output_nodes.numel() == 0 and batch.blocks[0].num_edges() == 0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+def test_cuda_without_a_gpu_is_refused_at_construction(graph):
+    with pytest.raises(ValueError, match="torch sees no CUDA device.*device='cpu'"):
+        DataLoader(graph, torch.arange(4), NeighborSampler([2]), device="cuda")
+    with pytest.raises(ValueError, match="no CUDA device"):
+        DataLoader(graph, torch.arange(4), NeighborSampler([2], output_device="cuda:0"))
