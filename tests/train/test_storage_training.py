@@ -214,8 +214,14 @@ def test_evaluation_keeps_rss_under_its_stated_bound(big) -> None:
     batch_bytes = 256 * (1 + 5 + 25) * 128 * 4
     limit = budget + allowed_overhead(batch_bytes) + evaluation_overhead(dataset, budget,
                                                                          HIDDEN)
+    growths = {}
     for storage in ("direct", "packed"):
-        growth = _peak_growth(big, storage, budget, eval_every=1)
+        growths[storage] = growth = _peak_growth(big, storage, budget, eval_every=1)
         assert growth <= limit, f"{storage}: RSS grew {growth >> 20} MiB > {limit >> 20} MiB"
-    # The bound is tight enough to see the features held in memory.
-    assert _peak_growth(big, "memory", budget, eval_every=1) > limit
+    # The measurement sees features held in memory: the in-memory run grows by at least
+    # the features, and by at least half the bytes the budget saves more than either
+    # out-of-core run. (Not "memory > limit": the stated bound is an upper bound on
+    # evaluation, which the in-memory run stays well under on some machines.)
+    memory = _peak_growth(big, "memory", budget, eval_every=1)
+    assert memory >= feature_bytes
+    assert memory - max(growths.values()) >= (feature_bytes - budget) // 2, growths
