@@ -42,7 +42,9 @@ def test_quantized_aggregation_bound_and_straight_through_gradient(bits, mean) -
     weight = torch.randn(20, 16, generator=torch.Generator().manual_seed(2))
     (out * weight).sum().backward()
     (ref * weight).sum().backward()
-    assert torch.allclose(x.grad, x_ref.grad, rtol=1e-6, atol=1e-7)  # the float transpose
+    # The float transpose; the two sum in different orders (each within 2.4e-7 of a
+    # float64 dense product here).
+    assert torch.allclose(x.grad, x_ref.grad, rtol=1e-6, atol=1e-6)
 
 
 def test_protection_aggregates_high_in_degree_destinations_in_float32() -> None:
