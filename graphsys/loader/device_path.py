@@ -104,9 +104,9 @@ def device_sampler(sampler: Any, path: DevicePath) -> Any:
     """The sampler the device path runs: a plain NeighborSampler becomes a GPU one."""
     if isinstance(sampler, cuda.GPUNeighborSampler):
         return sampler
-    # Edge-data prefetch needs the edge ids only the CPU kernel records: keep that one.
+    # Edge ids (edge-data prefetch) and prob/mask are the CPU kernel's only: keep that one.
     if type(sampler) in (NeighborSampler, MultiLayerFullNeighborSampler) \
-            and not sampler.prefetch_edge_feats:
+            and not sampler.records_edges:
         return cuda.GPUNeighborSampler(sampler.fanouts, replace=sampler.replace,
                                        seed=sampler.seed, graph_memory=path.graph_memory,
                                        device=path.device if path.on_gpu else None)

@@ -59,14 +59,8 @@ def _bucket_order(ids, num_nodes):
 
 
 @numba.njit(nogil=True, parallel=True, cache=True)
-def sample_layer(indptr, indices, seeds, fanout, replace, key):
-    """Sample the in-neighbours of ``seeds``.
-
-    Returns ``(counts, sources)``: ``counts[i]`` edges for ``seeds[i]`` whose global
-    source ids fill ``sources`` consecutively (CSC order). ``fanout < 0`` takes all
-    in-neighbours; without replacement a node keeps ``min(fanout, degree)`` distinct
-    edges (distinct edge positions: a duplicated edge may be drawn twice, as in DGL).
-    """
+def _uniform_counts(indptr, seeds, fanout, replace):
+    """Edges each seed keeps under uniform sampling, and their prefix sums."""
     n = seeds.shape[0]
     counts = np.empty(n, np.int64)
     for i in numba.prange(n):
@@ -78,10 +72,62 @@ def sample_layer(indptr, indices, seeds, fanout, replace, key):
             counts[i] = 0
         else:
             counts[i] = fanout
-    offsets = np.empty(n + 1, np.int64)
+    return counts, _offsets(counts)
+
+
+@numba.njit(nogil=True, cache=True)
+def _offsets(counts):
+    offsets = np.empty(counts.shape[0] + 1, np.int64)
     offsets[0] = 0
-    for i in range(n):
+    for i in range(counts.shape[0]):
         offsets[i + 1] = offsets[i] + counts[i]
+    return offsets
+
+
+@numba.njit(inline="always")
+def _pick_uniform(state, deg, k, fanout, replace, picked, out):
+    """Write ``k`` positions in ``[0, deg)`` into ``picked[out:out + k]``: all of them in
+    order when the node keeps every edge, else uniform draws (with or without replacement).
+    """
+    if k == deg and (fanout < 0 or not replace or deg == 0):
+        for j in range(deg):
+            picked[out + j] = j
+    elif replace:
+        for j in range(k):
+            state, r = _below(state, deg)
+            picked[out + j] = r
+    elif k * 8 <= deg:
+        # Floyd's algorithm: k distinct positions in O(k^2) without touching the whole
+        # neighbour list; k is a fanout (tens), so the scan is cheap.
+        for j in range(k):
+            state, r = _below(state, deg - k + j + 1)
+            pos = deg - k + j
+            for q in range(j):
+                if picked[out + q] == r:
+                    r = pos
+                    break
+            picked[out + j] = r
+    else:
+        # Reservoir sampling (algorithm R): O(degree), for dense picks.
+        for j in range(k):
+            picked[out + j] = j
+        for j in range(k, deg):
+            state, r = _below(state, j + 1)
+            if r < k:
+                picked[out + r] = j
+
+
+@numba.njit(nogil=True, parallel=True, cache=True)
+def sample_layer(indptr, indices, seeds, fanout, replace, key):
+    """Sample the in-neighbours of ``seeds``.
+
+    Returns ``(counts, sources)``: ``counts[i]`` edges for ``seeds[i]`` whose global
+    source ids fill ``sources`` consecutively (CSC order). ``fanout < 0`` takes all
+    in-neighbours; without replacement a node keeps ``min(fanout, degree)`` distinct
+    edges (distinct edge positions: a duplicated edge may be drawn twice, as in DGL).
+    """
+    n = seeds.shape[0]
+    counts, offsets = _uniform_counts(indptr, seeds, fanout, replace)
     sources = np.empty(offsets[n], indices.dtype)
     ukey = np.uint64(key)
     # Visit nodes in (roughly) id order: neighbour lists are then read nearly
@@ -94,39 +140,113 @@ def sample_layer(indptr, indices, seeds, fanout, replace, key):
         deg = indptr[v + 1] - start
         out = offsets[i]
         k = counts[i]
-        if k == deg and (fanout < 0 or not replace or deg == 0):
-            for j in range(deg):
-                sources[out + j] = indices[start + j]
+        _pick_uniform(_mix(ukey ^ (np.uint64(v) * _GOLDEN)), deg, k, fanout, replace,
+                      sources, out)
+        for j in range(k):  # positions to source ids, in place
+            sources[out + j] = indices[start + sources[out + j]]
+    return counts, sources
+
+
+@numba.njit(nogil=True, parallel=True, cache=True)
+def sample_layer_edges(indptr, seeds, fanout, replace, key):
+    """:func:`sample_layer`'s draws (the same for the same key) as global edge ids (CSC
+    positions, int64) instead of source ids, for samplers that need the edges."""
+    n = seeds.shape[0]
+    counts, offsets = _uniform_counts(indptr, seeds, fanout, replace)
+    edges = np.empty(offsets[n], np.int64)
+    ukey = np.uint64(key)
+    order = _bucket_order(seeds, indptr.shape[0] - 1)
+    for t in numba.prange(n):
+        i = order[t]
+        v = seeds[i]
+        start = indptr[v]
+        out = offsets[i]
+        _pick_uniform(_mix(ukey ^ (np.uint64(v) * _GOLDEN)), indptr[v + 1] - start,
+                      counts[i], fanout, replace, edges, out)
+        for j in range(counts[i]):
+            edges[out + j] += start
+    return counts, edges
+
+
+@numba.njit(inline="always")
+def _unit_open(state):
+    """Advance ``state``; return it and a uniform float in the open interval (0, 1)."""
+    state = state + _GOLDEN
+    return state, ((_mix(state) >> np.uint64(11)) + 0.5) * _TO_UNIT
+
+
+@numba.njit(nogil=True, parallel=True, cache=True)
+def sample_layer_weighted(indptr, seeds, fanout, replace, key, weights):
+    """Sample in-edges of ``seeds`` in proportion to ``weights`` (one per edge, >= 0;
+    a boolean mask is weights of 0 and 1), as DGL's ``prob=``/``mask=``.
+
+    Edges of weight 0 are never drawn. Without replacement a node keeps
+    ``min(fanout, its edges of positive weight)`` distinct edges, drawn as successive
+    weighted picks (Efraimidis-Spirakis keys ``log(u) / w``, the largest ``k`` win), all
+    of them when ``fanout < 0``; with replacement it keeps ``fanout`` (its degree when
+    ``fanout < 0``) independent weighted draws, none if no edge has positive weight.
+    Returns ``(counts, edges)``: global edge ids (CSC positions, int64), each node's in
+    ascending order without replacement.
+    """
+    n = seeds.shape[0]
+    counts = np.empty(n, np.int64)
+    for i in numba.prange(n):
+        v = seeds[i]
+        deg = indptr[v + 1] - indptr[v]
+        positive = 0
+        for e in range(indptr[v], indptr[v + 1]):
+            if weights[e] > 0:
+                positive += 1
+        k = deg if fanout < 0 else fanout
+        if replace:
+            counts[i] = 0 if positive == 0 else k
+        else:
+            counts[i] = min(positive, k)
+    offsets = _offsets(counts)
+    edges = np.empty(offsets[n], np.int64)
+    ukey = np.uint64(key)
+    order = _bucket_order(seeds, indptr.shape[0] - 1)
+    for t in numba.prange(n):
+        i = order[t]
+        v = seeds[i]
+        start = indptr[v]
+        deg = indptr[v + 1] - start
+        out = offsets[i]
+        k = counts[i]
+        if k == 0:
             continue
         state = _mix(ukey ^ (np.uint64(v) * _GOLDEN))
         if replace:
+            # Inverse CDF over the running sums; a draw lands in a positive-weight edge.
+            cumulative = np.empty(deg, np.float64)
+            total = 0.0
+            for j in range(deg):
+                w = weights[start + j]
+                if w > 0:
+                    total += w
+                cumulative[j] = total
             for j in range(k):
-                state, r = _below(state, deg)
-                sources[out + j] = indices[start + r]
-        elif k * 8 <= deg:
-            # Floyd's algorithm: k distinct positions in O(k^2) without touching the
-            # whole neighbour list; k is a fanout (tens), so the scan is cheap.
-            for j in range(k):
-                state, r = _below(state, deg - k + j + 1)
-                pos = deg - k + j
-                for q in range(j):
-                    if sources[out + q] == r:
-                        r = pos
-                        break
-                sources[out + j] = r
-            for j in range(k):
-                sources[out + j] = indices[start + sources[out + j]]
-        else:
-            # Reservoir sampling (algorithm R): O(degree), for dense picks.
-            for j in range(k):
-                sources[out + j] = j
-            for j in range(k, deg):
-                state, r = _below(state, j + 1)
-                if r < k:
-                    sources[out + r] = j
-            for j in range(k):
-                sources[out + j] = indices[start + sources[out + j]]
-    return counts, sources
+                state, u = _unit_open(state)
+                x = u * total
+                lo, hi = 0, deg - 1
+                while lo < hi:  # first position whose running sum exceeds x
+                    mid = (lo + hi) // 2
+                    if cumulative[mid] > x:
+                        hi = mid
+                    else:
+                        lo = mid + 1
+                edges[out + j] = start + lo
+            continue
+        keys = np.full(deg, -np.inf)
+        for j in range(deg):
+            w = weights[start + j]
+            state, u = _unit_open(state)  # drawn for every edge: a sample does not
+            if w > 0:                     # depend on which other weights are zero
+                keys[j] = np.log(u) / w
+        chosen = np.sort(np.argsort(keys)[deg - k:])
+        for j in range(k):
+            edges[out + j] = start + chosen[j]
+    return counts, edges
 
 
 @numba.njit(inline="always")

@@ -74,8 +74,11 @@ class NeighborSampler:
             each of those, then 15.
         edge_dir: ``'in'`` (the only direction stored: CSC). ``'out'`` raises
             NotImplementedError; sample ``g.reverse()`` instead.
-        prob, mask: weighted or masked sampling (names in ``g.edata``); not implemented
-            (the kernel samples uniformly): passing either raises NotImplementedError.
+        prob: a name in ``g.edata`` of per-edge weights (>= 0, finite): edges are drawn
+            in proportion to them, weight 0 never; a node keeps ``min(fanout, its
+            edges of positive weight)`` without replacement, as in DGL.
+        mask: a name in ``g.edata`` of a boolean per edge: only edges marked true are
+            drawn, uniformly (``prob`` with weights 0 and 1). One of ``prob``/``mask``.
         replace: sample with replacement (exactly ``fanout`` edges per node with at
             least one in-neighbour) instead of without (``min(fanout, degree)``).
         prefetch_node_feats: names in ``g.ndata`` a :class:`~graphsys.DataLoader` gathers
@@ -83,9 +86,9 @@ class NeighborSampler:
         prefetch_labels: names in ``g.ndata`` gathered into ``blocks[-1].dstdata`` (rows
             of the seeds).
         prefetch_edge_feats: names in ``g.edata`` gathered into every block's ``edata``.
-            Blocks then carry ``edata['_ID']`` (global edge ids, CSC positions); only
-            layers taking every in-edge (fanout ``-1``) can record them today, so other
-            fanouts raise NotImplementedError.
+            Blocks then carry ``edata['_ID']`` (global edge ids, CSC positions), as they
+            do with ``prob``/``mask``; the draws are those of the same sampler without
+            edge data.
         output_device: where a DataLoader without ``device=`` puts the batches.
         fused: accepted for DGL's signature; it has no effect (graphsys has one compiled
             sampling kernel, always used).
@@ -134,14 +137,13 @@ class NeighborSampler:
                     "edge_dir='out' is not implemented: graphsys stores in-edges (CSC) only; "
                     "sample the reversed graph (g.reverse()) with edge_dir='in' instead")
             raise ValueError(f"edge_dir must be 'in' or 'out', got {edge_dir!r}")
-        if prob is not None:
-            raise NotImplementedError(
-                f"prob={prob!r} (sampling in proportion to an edge feature) is not implemented: "
-                "the kernel samples uniformly; leave prob=None")
-        if mask is not None:
-            raise NotImplementedError(
-                f"mask={mask!r} (sampling only edges whose mask is true) is not implemented; "
-                "build the graph without the masked edges and sample that")
+        if prob is not None and mask is not None:
+            raise ValueError(f"pass prob={prob!r} or mask={mask!r}, not both (a mask is a "
+                             "probability of 0 or 1)")
+        for name, value in (("prob", prob), ("mask", mask)):
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"{name} names an edge feature of the graph (a key of "
+                                f"g.edata), got {type(value).__name__}")
         if not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         self.fanouts = [int(f) for f in fanouts]
@@ -150,21 +152,24 @@ class NeighborSampler:
         self.prefetch_node_feats = _names(prefetch_node_feats, "prefetch_node_feats")
         self.prefetch_labels = _names(prefetch_labels, "prefetch_labels")
         self.prefetch_edge_feats = _names(prefetch_edge_feats, "prefetch_edge_feats")
-        if self.prefetch_edge_feats and any(f != -1 for f in self.fanouts):
-            raise NotImplementedError(
-                f"prefetch_edge_feats with fanouts={self.fanouts}: the sampling kernel does not "
-                "record the ids of sampled edges yet, so edge data can be prefetched only with "
-                "fanout -1 in every layer (e.g. MultiLayerFullNeighborSampler)")
+        self.prob, self.mask = prob, mask
         self.output_device = None if output_device is None else torch.device(output_device)
         self.fused = bool(fused)  # no effect: one kernel
         self.seed = int(seed)
         self._calls = itertools.count()
         self._node_map: np.ndarray | None = None
         self._node_map_lock = threading.Lock()
+        self._weights: tuple[tuple, np.ndarray] | None = None
 
     @property
     def num_layers(self) -> int:
         return len(self.fanouts)
+
+    @property
+    def records_edges(self) -> bool:
+        """Whether blocks carry ``edata[EID]`` (the graph's ids of their edges): when
+        sampling by ``prob``/``mask`` or prefetching edge data."""
+        return bool(self.prob or self.mask or self.prefetch_edge_feats)
 
     def sample(self, graph: CSCGraph, seeds: object, *, key: int | None = None) -> MiniBatch:
         """Sample the blocks for one batch of distinct ``seeds``.
@@ -184,21 +189,71 @@ class NeighborSampler:
         indices = graph.indices.numpy()
         output_nodes = torch.from_numpy(dst)
         blocks: list[Block] = []
+        weights = self._edge_weights(graph) if self.prob or self.mask else None
         for layer in reversed(range(self.num_layers)):
-            counts, sources = _kernels.sample_layer(
-                indptr, indices, dst, self.fanouts[layer], self.replace,
-                _batch_key(self.seed, key, layer))
+            fanout, layer_key = self.fanouts[layer], _batch_key(self.seed, key, layer)
+            edges = None
+            if weights is not None:
+                counts, edges = _kernels.sample_layer_weighted(indptr, dst, fanout,
+                                                               self.replace, layer_key, weights)
+            elif self.prefetch_edge_feats:
+                counts, edges = _kernels.sample_layer_edges(indptr, dst, fanout, self.replace,
+                                                            layer_key)
+            else:
+                counts, sources = _kernels.sample_layer(indptr, indices, dst, fanout,
+                                                        self.replace, layer_key)
+            if edges is not None:
+                sources = indices[edges]
             src_nodes, local = self._relabel(dst, sources, graph.num_nodes())
             block_indptr = np.zeros(len(dst) + 1, np.int64)
             np.cumsum(counts, out=block_indptr[1:])
             block = Block(torch.from_numpy(block_indptr), torch.from_numpy(local),
                           torch.from_numpy(src_nodes), num_dst=len(dst))
-            if self.prefetch_edge_feats:  # fanout -1: every in-edge, in CSC order
-                block.edata[EID] = torch.from_numpy(_all_in_edge_ids(indptr, dst, counts))
+            if edges is not None:
+                block.edata[EID] = torch.from_numpy(edges)
             blocks.append(block)
             dst = src_nodes
         blocks.reverse()
         return MiniBatch(blocks[0].src_nodes, output_nodes, blocks)
+
+    def _edge_weights(self, graph: CSCGraph) -> np.ndarray:
+        """``graph.edata[prob or mask]`` as the kernel reads it, checked once per tensor
+        version (one value per edge, finite and >= 0) and cached."""
+        name = self.prob or self.mask
+        what = "prob" if self.prob else "mask"
+        if name not in graph.edata:
+            raise KeyError(f"{what}={name!r} names an edge feature, but the graph's edata has "
+                           f"{sorted(graph.edata) or 'nothing'}; set g.edata[{name!r}] (one "
+                           "value per edge) first")
+        value = graph.edata[name]
+        if not isinstance(value, torch.Tensor):
+            value = torch.as_tensor(np.asarray(value))
+        stamp = (id(graph), name, id(value), value._version)
+        if self._weights is not None and self._weights[0] == stamp:
+            return self._weights[1]
+        if value.dim() != 1 or value.shape[0] != graph.num_edges():
+            raise ValueError(f"g.edata[{name!r}] ({what}=) must hold one value per edge, "
+                             f"shape ({graph.num_edges()},), got {tuple(value.shape)}")
+        if self.mask and value.dtype != torch.bool:
+            raise TypeError(f"g.edata[{name!r}] (mask=) must be boolean, got {value.dtype}; "
+                            f"for weights pass prob={name!r}")
+        weights = value.detach().cpu()
+        if weights.dtype == torch.bool:
+            weights = weights.to(torch.uint8)
+        elif not (weights.is_floating_point() or weights.dtype in
+                  (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)):
+            raise TypeError(f"g.edata[{name!r}] (prob=) must be numeric, got {value.dtype}")
+        elif weights.dtype in (torch.float16, torch.bfloat16):
+            weights = weights.float()
+        array = weights.numpy()
+        if weights.is_floating_point() and not bool(torch.isfinite(weights).all()):
+            raise ValueError(f"g.edata[{name!r}] (prob=) has NaN or infinite values; "
+                             "probabilities must be finite")
+        if bool((weights < 0).any()):
+            raise ValueError(f"g.edata[{name!r}] (prob=) has negative values; probabilities "
+                             "must be >= 0")
+        self._weights = (stamp, array)
+        return array
 
     def _relabel(self, dst: np.ndarray, sources: np.ndarray,
                  num_nodes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -218,6 +273,7 @@ class NeighborSampler:
         state["_node_map"] = None
         state["_node_map_lock"] = None
         state["_calls"] = None
+        state["_weights"] = None
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -235,14 +291,6 @@ def _prefetch_repr(sampler: NeighborSampler) -> str:
              for name in ("prefetch_node_feats", "prefetch_labels", "prefetch_edge_feats")
              if getattr(sampler, name, ())]
     return "".join(parts)
-
-
-def _all_in_edge_ids(indptr: np.ndarray, dst: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Global ids (CSC positions) of every in-edge of ``dst``, destination by destination."""
-    starts = indptr[dst]
-    offsets = np.zeros(len(dst) + 1, np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    return np.repeat(starts - offsets[:-1], counts) + np.arange(offsets[-1], dtype=np.int64)
 
 
 class MultiLayerFullNeighborSampler(NeighborSampler):

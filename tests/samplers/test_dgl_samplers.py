@@ -60,9 +60,6 @@ def test_dgl_arguments_in_dgl_order() -> None:
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"edge_dir": "out"}, "g.reverse"),
-    ({"prob": "p"}, "uniformly"),
-    ({"mask": "m"}, "masked edges"),
-    ({"prefetch_edge_feats": ["w"]}, "fanout -1"),
     ({"prefetch_node_feats": {"paper": ["feat"]}}, "heterogeneous"),
 ])
 def test_unsupported_arguments_say_so(kwargs, match) -> None:
