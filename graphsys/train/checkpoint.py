@@ -105,6 +105,48 @@ def restoring(path: str | os.PathLike) -> Iterator[None]:
                               f"({type(exc).__name__}: {detail}); {_FIX}") from None
 
 
+def reorder_legacy_optimizer_state(saved_model: dict[str, Any], optimizer_state: dict[str, Any],
+                                   model: torch.nn.Module) -> dict[str, Any]:
+    """``optimizer_state`` re-indexed for ``model`` when the checkpoint's parameters were
+    registered in another order: graphsys before DGL's key names kept a layer's bias as
+    ``<layer>.bias`` after its weights, DGL keeps it in ``fc_self``/``res_fc``.
+
+    An optimizer state is indexed by parameter position. The saved model's keys give the
+    old positions (a state dict lists parameters in registration order); a saved key the
+    model no longer has is paired with the one new key under the same layer prefix with
+    the same shape. Returns the state unchanged when the order already matches, or when
+    no unique pairing exists (loading then fails with a message naming the file).
+    """
+    new_names = [name for name, _ in model.named_parameters()]
+    params = dict(model.named_parameters())
+    unmatched_new = [n for n in new_names if n not in saved_model]
+    old_names = []
+    for key, value in saved_model.items():
+        if key in params:
+            old_names.append(key)
+        elif isinstance(value, torch.Tensor) and key not in dict(model.named_buffers()):
+            prefix = key.rsplit(".", 1)[0] + "."
+            pair = [n for n in unmatched_new
+                    if n.startswith(prefix) and params[n].shape == value.shape]
+            if len(pair) != 1:
+                return optimizer_state
+            old_names.append(pair[0])
+            unmatched_new.remove(pair[0])
+    if old_names == new_names or sorted(old_names) != sorted(new_names):
+        return optimizer_state
+    new_index = {name: i for i, name in enumerate(new_names)}
+    moved = {old: new_index[name] for old, name in enumerate(old_names)}
+    groups = optimizer_state.get("param_groups")
+    if not isinstance(groups, list) or not isinstance(optimizer_state.get("state"), dict):
+        return optimizer_state
+    try:
+        state = {moved[int(i)]: v for i, v in optimizer_state["state"].items()}
+        groups = [{**g, "params": sorted(moved[int(i)] for i in g["params"])} for g in groups]
+    except (KeyError, TypeError, ValueError):
+        return optimizer_state
+    return {**optimizer_state, "state": state, "param_groups": groups}
+
+
 def check_optimizer_state(optimizer: torch.optim.Optimizer, fresh_groups: list[dict[str, Any]],
                           path: str | os.PathLike) -> None:
     """After ``optimizer.load_state_dict``: every per-parameter tensor has its parameter's

@@ -29,6 +29,7 @@ from graphsys.errors import (
 from graphsys.train.checkpoint import (
     check_optimizer_state,
     load_checkpoint,
+    reorder_legacy_optimizer_state,
     restoring,
     save_checkpoint,
 )
@@ -342,7 +343,8 @@ class Trainer:
                                               "resume with the same --freeze-* options")
                 self.freezer.restore(self, int(state["frozen_layers"]))
             fresh = [dict(g) for g in self.optimizer.param_groups]
-            self.optimizer.load_state_dict(state["optimizer"])
+            self.optimizer.load_state_dict(reorder_legacy_optimizer_state(
+                state["model"], state["optimizer"], self.model))
             check_optimizer_state(self.optimizer, fresh, self.checkpoint_path)
             self.start_epoch = int(state["next_epoch"])
             self.history = [EpochMetrics(**m) for m in state["history"]]

@@ -121,3 +121,46 @@ def test_damaged_checkpoint_is_one_line_from_the_cli(run, tmp_path) -> None:
     errors = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(errors) == 1 and "exp_avg" in errors[0], errors
     assert (out / "checkpoint.pt").read_bytes() == before  # nothing overwritten
+
+
+def _legacy(state: dict) -> dict:
+    """``state`` as graphsys wrote it before DGL's key names: each SAGE layer's bias as
+    ``<layer>.bias`` after its weights, and the optimizer indexed in that order."""
+    names = list(state["model"])
+    order, model = [], {}
+    for name in names:
+        if name.endswith(".fc_self.bias"):
+            continue
+        model[name] = state["model"][name]
+        order.append(name)
+        if name.endswith(".fc_neigh.weight"):
+            prefix = name[: -len("fc_neigh.weight")]
+            if prefix + "fc_self.bias" in state["model"]:
+                model[prefix + "bias"] = state["model"][prefix + "fc_self.bias"]
+                order.append(prefix + "fc_self.bias")
+    assert len(order) == len(names) and order != names  # the layout really differs
+    old_index = {name: i for i, name in enumerate(order)}
+    opt = state["optimizer"]
+    legacy = copy.deepcopy(state)
+    legacy["model"] = model
+    legacy["optimizer"] = {**opt, "state": {old_index[names[i]]: v
+                                            for i, v in opt["state"].items()}}
+    return legacy
+
+
+def test_a_checkpoint_from_before_dgls_key_names_resumes_exactly(run, tmp_path) -> None:
+    dataset, base = run
+    state = torch.load(base / "checkpoint.pt", weights_only=True)
+    for name, make in (("current", lambda s: s), ("legacy", _legacy)):
+        out = tmp_path / name
+        shutil.copytree(base, out)
+        damaged = make(copy.deepcopy(state))
+        torch.save(damaged, out / "checkpoint.pt")
+        trainer = Trainer(dataset, _config(), out_dir=out)
+        assert trainer.resume() == 1
+        trainer.fit()
+        torch.save(trainer.model.state_dict(), tmp_path / f"{name}.pt")
+    current = torch.load(tmp_path / "current.pt", weights_only=True)
+    legacy = torch.load(tmp_path / "legacy.pt", weights_only=True)
+    assert current.keys() == legacy.keys()
+    assert all(torch.equal(current[k], legacy[k]) for k in current)
