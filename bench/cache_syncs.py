@@ -50,9 +50,15 @@ def count_syncs(cache: DeviceCache, ids: torch.Tensor) -> tuple[int, list[str]]:
     where: list[str] = []
 
     def record(message, category, filename, lineno, file=None, line=None):
+        # Only torch's sync-debug warnings count: other warnings raised during a read
+        # (CuPy's DeprecationWarnings, say) are not synchronisations.
+        if "synchroniz" not in str(message):
+            return
         frames = [f for f in traceback.extract_stack() if "graphsys" in f.filename
                   and "warnings" not in f.filename]
-        where.append(f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames
+        # the innermost graphsys line and its two callers: which call, and from where
+        where.append(" < ".join(f"{Path(f.filename).name}:{f.lineno}" for f in
+                                reversed(frames[-3:])) if frames
                      else f"{Path(filename).name}:{lineno}")
 
     with warnings.catch_warnings():

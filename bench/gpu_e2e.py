@@ -15,8 +15,11 @@ batch 1024 and the same ``--batches`` seed batches and batch keys for every cont
   from the pinned table (a ``TensorStore`` of it, whose ``read_to`` is the UVA gather).
 
 Each contender trains a 2-layer GraphSAGE (same init seed, no dropout, Adam) for the same
-batches and records the loss of every batch; the losses must agree across contenders
-(the inputs are bitwise equal; only GPU float reductions may differ in the last bits).
+batches and records the loss of every batch. The inputs are bitwise equal, but GPU
+atomic float adds differ in the last bits and Adam amplifies that over the steps, so
+the timed losses are reported against a tolerance, and the first
+``DETERMINISTIC_BATCHES`` are retrained untimed with torch's deterministic algorithms,
+where every contender's losses must be bitwise equal (the target).
 Every contender is timed the same way: a few untimed warm-up batches (other keys, a
 throwaway model), then ``perf_counter`` around all batches, the device synchronised on
 both sides. Reported: seconds, batches/s, host->device bytes per contender (cpu_gather:
@@ -67,6 +70,11 @@ CONTENDERS = ("cpu_gather", "device_path", "device_path_cache", "dataloader_uva"
 TARGET_SPEEDUP = 3.0
 WARMUP_BATCHES = 3
 LOSS_RTOL, LOSS_ATOL = 1e-3, 1e-5
+#: Batches trained again, untimed, with torch's deterministic algorithms: there the
+#: losses of every contender must be bitwise equal (the timed runs use the GPU's
+#: atomic float adds, whose order varies: last-bit differences that Adam amplifies
+#: over hundreds of steps, measured 2e-3 after 200 on an H200).
+DETERMINISTIC_BATCHES = 20
 
 
 def block_bytes(mb) -> int:
@@ -190,6 +198,26 @@ def run_contender(c: Contender, init: GraphSAGE, labels: torch.Tensor,
     return r
 
 
+def deterministic_losses(c: Contender, init: GraphSAGE, labels: torch.Tensor,
+                         batches: list[np.ndarray]) -> list[float]:
+    """Losses of ``batches`` (untimed) with torch's deterministic algorithms on."""
+    model = copy.deepcopy(init)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    losses = []
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        for i, seeds in enumerate(batches):
+            blocks, x, out_nodes = c.batch(seeds, i)
+            loss = F.cross_entropy(model(blocks, x), labels[out_nodes])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.detach())
+    finally:
+        torch.use_deterministic_algorithms(False)
+    return torch.stack(losses).cpu().tolist()
+
+
 def check_same_inputs(contenders: list[Contender], seeds: np.ndarray) -> None:
     """Blocks and features of one batch (key 2_000_000) must be bitwise equal, untimed."""
     ref = None
@@ -287,8 +315,12 @@ def main(argv: list[str] | None = None) -> int:
     ref = np.array(results["cpu_gather"]["losses"])
     diffs = {name: float(np.max(np.abs(np.array(r["losses"]) - ref)))
              for name, r in results.items()}
-    equal = all(np.allclose(r["losses"], ref, rtol=LOSS_RTOL, atol=LOSS_ATOL)
+    close = all(np.allclose(r["losses"], ref, rtol=LOSS_RTOL, atol=LOSS_ATOL)
                 for r in results.values())
+    det = {c.name: deterministic_losses(c, init, labels, batches[:DETERMINISTIC_BATCHES])
+           for c in contenders}
+    det_equal = all(v == det["cpu_gather"] for v in det.values())
+    equal = det_equal
     t_cpu = results["cpu_gather"]["seconds"]
     speedups = {name: t_cpu / r["seconds"] for name, r in results.items()}
     targets = {
@@ -298,10 +330,17 @@ def main(argv: list[str] | None = None) -> int:
         "device_path_cache_speedup_vs_cpu_gather>=3": {
             "target": TARGET_SPEEDUP, "measured": speedups["device_path_cache"],
             "met": speedups["device_path_cache"] >= TARGET_SPEEDUP},
-        "losses_equal": {"target": f"rtol {LOSS_RTOL}, atol {LOSS_ATOL}",
-                         "measured": max(diffs.values()), "met": equal},
+        "losses_equal": {"target": f"bitwise over the first {DETERMINISTIC_BATCHES} "
+                                   "batches with deterministic algorithms",
+                         "measured": {k: float(np.max(np.abs(np.array(v)
+                                                             - np.array(det["cpu_gather"]))))
+                                      for k, v in det.items()},
+                         "met": det_equal},
     }
-    print(f"losses {'agree' if equal else 'DIFFER'} (max |diff| {max(diffs.values()):.2e}); "
+    print(f"deterministic losses {'bitwise equal' if det_equal else 'DIFFER'} over "
+          f"{len(det['cpu_gather'])} batches; timed losses "
+          f"{'within' if close else 'OUTSIDE'} rtol {LOSS_RTOL} "
+          f"(max |diff| {max(diffs.values()):.2e}); "
           + ", ".join(f"{k} {v:.2f}x" for k, v in speedups.items()), flush=True)
     for name, t in targets.items():
         print(f"  {'met' if t['met'] else 'MISSED'}: {name}", flush=True)
@@ -325,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
                             "sides, after untimed warm-up batches"},
         "setup_s": {"graph": graph_s, "features": feat_s, "contenders": setup_s},
         "contenders": results, "speedup_vs_cpu_gather": speedups,
-        "loss_max_abs_diff_vs_cpu_gather": diffs, "losses_equal": equal,
+        "loss_max_abs_diff_vs_cpu_gather": diffs, "timed_losses_close": close,
+        "deterministic_losses": det, "losses_equal": equal,
         "targets": targets, "wall_s": time.perf_counter() - started, "gpu": gpu,
         "machine": machine(), "graphsys": graphsys.__version__,
     }

@@ -82,11 +82,15 @@ import torch; from _machine import gpu_slug
 print(gpu_slug(torch.cuda.get_device_name()) if torch.cuda.is_available() else 'no-gpu')
 " 2>/dev/null || echo unknown-gpu)
 echo "GPU slug: $SLUG"
-run_step pytest_gpu 150 "$PY" -m pytest -m gpu -q -p no:cacheprovider tests \
+run_step pytest_gpu 150 "$PY" -m pytest -m gpu -q -p no:cacheprovider \
+    --continue-on-collection-errors -rs tests \
     --junitxml="$LOGS/pytest_gpu.xml"
 run_step kernels 100 "$PY" bench/kernels.py
 run_step cache_syncs 45 "$PY" bench/cache_syncs.py
 run_step gpu_e2e 150 "$PY" bench/gpu_e2e.py
+# diagnostics for the targets above (gather variants, launch costs, sampling and cache
+# profiles): last, so a short budget drops them before any target
+run_step gpu_probe 120 "$PY" bench/gpu_probe.py
 
 SUMMARY="bench/results/gpu_check_$SLUG.json"
 STEPS="$STEPS" LOGS="$LOGS" SLUG="$SLUG" START="$START" SUMMARY="$SUMMARY" "$PY" - <<'EOF'
@@ -112,7 +116,7 @@ except Exception as exc:  # pytest did not get as far as writing its report
 start = int(os.environ["START"])
 slug = os.environ["SLUG"]
 results = {}
-for kind in ("kernels", "cache_syncs", "e2e"):
+for kind in ("kernels", "cache_syncs", "e2e", "probe"):
     path = Path("bench/results") / f"gpu_{kind}_{slug}.json"
     results[kind] = {"path": str(path), "exists": path.is_file(),
                      "fresh": path.is_file() and path.stat().st_mtime >= start}

@@ -42,7 +42,8 @@ def test_gpu_check_script_parses():
     result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     text = script.read_text()
-    for step in ("pytest -m gpu", "bench/kernels.py", "bench/gpu_e2e.py", "${PYTHON:-python}"):
+    for step in ("pytest -m gpu", "bench/kernels.py", "bench/gpu_e2e.py", "bench/gpu_probe.py",
+                 "${PYTHON:-python}"):
         assert step in text, f"gpu_check.sh lost its step {step!r}"
 
 
@@ -67,6 +68,11 @@ def test_e2e_quick_losses_agree(e2e):
     for name in ("device_path", "device_path_cache", "dataloader_uva"):
         assert np.allclose(losses[name], losses["cpu_gather"], rtol=1e-5, atol=1e-7), name
     assert e2e["losses_equal"] is True and e2e["targets"]["losses_equal"]["met"] is True
+    # the deterministic pass retrains the first batches: bitwise the timed losses on CPU
+    det = e2e["deterministic_losses"]
+    assert set(det) == set(CONTENDERS)
+    for name, values in det.items():
+        assert values == losses["cpu_gather"][: len(values)], name
     assert losses["cpu_gather"][-1] < losses["cpu_gather"][0], "the model did not train"
 
 
@@ -151,3 +157,23 @@ def test_cache_syncs_dry_run(tmp_path):
     assert data["device"] == "cpu" and data["target_syncs_per_read"] == 1
     assert data["counters"]["hits"] > 0 and data["counters"]["requests"] > 0
     assert data["target_met"] is False  # nothing counted on CPU: never claimed
+
+
+def test_gpu_probe_dry_run(tmp_path):
+    """Every probe section runs through the CPU paths and reports, none errors."""
+    out = tmp_path / "probe.json"
+    result = run("bench/gpu_probe.py", "--cpu-dry-run", "--out", str(out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    probe = json.loads(out.read_text())
+    for section in ("launch", "gather", "sampling", "cache"):
+        assert "error" not in probe[section], probe[section]
+    rows = probe["gather"]["rows"]
+    assert [r["row_bytes"] for r in rows] == [128, 512, 1024, 4096]
+    for r in rows:
+        for key in ("pinned_copy_GBps", "cudahostalloc_random_GBps", "hugepage_sorted_GBps"):
+            assert r[key] > 0, (r["row_bytes"], key)
+    for row in probe["sampling"]["batch_scaling"]:
+        assert row["cpu_edges_per_s"] > 0 and row["gpu_edges_per_s"] > 0
+    assert probe["sampling"]["profile_gpu_sample_20x1024"]
+    for name in ("lru", "degree"):
+        assert probe["cache"][name]["ms_per_read_host_ids"] > 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import warnings
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ NVRTC_OPTIONS: tuple[str, ...] = ("--std=c++17",)
 _lock = threading.Lock()
 _modules: dict[tuple[str, tuple[str, ...], int], Any] = {}
 _functions: dict[tuple[str, tuple[str, ...], int, str], Any] = {}
+_streams: dict[tuple[int, int], Any] = {}
 
 
 @functools.cache
@@ -121,9 +123,46 @@ def launch(kernel: Any, grid: int, block: int, args: tuple, *,
         return
     import cupy
 
-    stream = torch.cuda.current_stream(index)
-    with cupy.cuda.Device(index), cupy.cuda.ExternalStream(stream.cuda_stream, index):
+    stream = _cupy_stream(torch.cuda.current_stream(index).cuda_stream, index)
+    with cupy.cuda.Device(index), stream:
         kernel((int(grid),), (int(block),), args, shared_mem=shared_mem)
+
+
+class _StreamHandle:
+    """A raw ``cudaStream_t`` behind the CUDA stream protocol, for CuPy to wrap."""
+
+    __slots__ = ("handle",)
+
+    def __init__(self, handle: int) -> None:
+        self.handle = handle
+
+    def __cuda_stream__(self) -> tuple[int, int]:
+        return (0, self.handle)
+
+
+def _cupy_stream(handle: int, index: int) -> Any:
+    """CuPy's view of torch stream ``handle`` on GPU ``index``, made once per stream.
+
+    Building one per launch cost a DeprecationWarning each time (CuPy 14 deprecates
+    ``ExternalStream``), tens of thousands per test run, and the warnings machinery on
+    the hot path. ``Stream.from_external`` is CuPy 14's spelling; older CuPy has only
+    ``ExternalStream``.
+    """
+    key = (handle, index)
+    stream = _streams.get(key)
+    if stream is None:
+        import cupy
+
+        with cupy.cuda.Device(index):
+            try:
+                stream = cupy.cuda.Stream.from_external(_StreamHandle(handle))
+            except (AttributeError, TypeError):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    stream = cupy.cuda.ExternalStream(handle, index)
+        with _lock:
+            stream = _streams.setdefault(key, stream)
+    return stream
 
 
 def compile_only(source: str, options: tuple[str, ...] = (), arch: str = "compute_80") -> str:

@@ -262,7 +262,10 @@ def quantize(x: torch.Tensor, bits: Bits = 8) -> QuantizedRows:
         low = high = x.new_zeros(x.shape[0])
     else:
         low, high = x.amin(1), x.amax(1)
-    scale = (high - low) / levels
+    # A tensor divisor, not a Python number: torch's CUDA kernel multiplies by the
+    # reciprocal of a scalar divisor, which is 1 ulp off the CPU's true division
+    # for some rows; both devices divide exactly by a tensor (bitwise-equal scales).
+    scale = (high - low) / torch.full_like(high, float(levels))
     inv = torch.where(scale > 0, 1.0 / scale, torch.zeros_like(scale))
     q = torch.round((x - low[:, None]) * inv[:, None]).clamp_(0, levels).to(torch.uint8)
     if bits == 4:

@@ -225,7 +225,7 @@ class DeviceCache(StoreBase):
             return out
         # Dedup on the host, where the ids are: no device sync for it.
         unique, inverse = torch.unique(ids, return_inverse=True)
-        dev_unique = unique.to(self.device, non_blocking=True)
+        dev_unique = self._dev(unique)
         split = slot_ops.split_hits(self.slot_of, dev_unique, check=False)
         rows = torch.empty((unique.numel(), self.dim), dtype=self.dtype, device=self.device)
         start = time.perf_counter()
@@ -242,13 +242,13 @@ class DeviceCache(StoreBase):
         if n_staged:
             pos = torch.searchsorted(staged_ids, miss_ids[staged])
             miss_rows.index_copy_(0, self._positions(staged),
-                                  staged_rows.index_select(0, pos.to(self.device)))
+                                  staged_rows.index_select(0, self._dev(pos)))
             self.stats.add("staged", n_staged, n_staged * self.row_bytes, 0.0)
         if n_staged < miss_ids.numel():
             miss_rows.index_copy_(0, self._positions(~staged), self._fetch(miss_ids[~staged]))
         if miss_ids.numel():
             rows.index_copy_(0, split.miss_pos, miss_rows)
-        torch.index_select(rows, 0, inverse.to(self.device), out=out)
+        torch.index_select(rows, 0, self._dev(inverse), out=out)
         c = self.counters
         c.requests += unique.numel()
         c.hits += n_hit
@@ -256,17 +256,28 @@ class DeviceCache(StoreBase):
         c.demand_misses += miss_ids.numel() - n_staged
         slots = torch.full((unique.numel(),), -1, dtype=torch.int64, device=self.device)
         slots[split.hit_pos] = split.hit_slots
-        self.policy.touch(dev_unique, slots, self.step)
+        self.policy.touch(dev_unique, slots, self.step, hits=n_hit)
         self._set_window(window)
         self._install(miss_ids, miss_rows)
         self._keep_staged()
         self.step += 1
         return out
 
+    def _dev(self, t: torch.Tensor) -> torch.Tensor:
+        """Host ``t`` on this cache's device without a host sync.
+
+        A blocking copy from host memory waits for the stream, and a non-blocking one
+        from pageable memory may too (CUDA stages it); from torch's pinned buffer the
+        copy is queued on the stream and the buffer is kept until it is done.
+        """
+        if self.device.type != "cuda" or t.device.type != "cpu":
+            return t.to(self.device)
+        return t.pin_memory().to(self.device, non_blocking=True)
+
     def _positions(self, mask: torch.Tensor) -> torch.Tensor:
         """Positions of a host mask, on the device: indexing device rows with them needs
         no host sync (a device boolean mask would: its count decides the shape)."""
-        return torch.nonzero(mask).flatten().to(self.device, non_blocking=True)
+        return self._dev(torch.nonzero(mask).flatten())
 
     @staticmethod
     def _staged_mask(ids: torch.Tensor, staged_ids: torch.Tensor) -> torch.Tensor:
@@ -279,12 +290,14 @@ class DeviceCache(StoreBase):
 
     def _set_window(self, batches: Sequence[torch.Tensor]) -> None:
         """Mark rows needed ``j = 1..k`` batches from now (nearest occurrence wins)."""
-        self._soon[self._soon_ids] = 0
+        # index_fill_, not ``t[idx] = value``: the latter copies the Python value to the
+        # device as a tensor, a blocking copy (a host sync) each time
+        self._soon.index_fill_(0, self._soon_ids, 0)
         self._window = list(batches)
+        on_device = [self._dev(b) for b in batches]
         for j in range(len(batches), 0, -1):
-            self._soon[batches[j - 1].to(self.device)] = j
-        self._soon_ids = (torch.cat([b.to(self.device) for b in batches]) if batches
-                          else self._soon_ids[:0])
+            self._soon.index_fill_(0, on_device[j - 1], j)
+        self._soon_ids = torch.cat(on_device) if batches else self._soon_ids[:0]
 
     def _window_rank(self, ids: torch.Tensor, ranks: torch.Tensor) -> torch.Tensor:
         if not self._window:
@@ -317,7 +330,9 @@ class DeviceCache(StoreBase):
 
     def _install(self, cand: torch.Tensor, cand_rows: torch.Tensor) -> int:
         """Admit the candidates (CPU ids, device rows) the ranking wants; return how many."""
-        dev_cand = cand.to(self.device)
+        if self.policy.static:  # static policies admit nothing: skip the ranking
+            return 0
+        dev_cand = self._dev(cand)
         picks, slots, own_keys = self._choose(dev_cand)
         if picks.numel() == 0:
             return 0
@@ -333,7 +348,7 @@ class DeviceCache(StoreBase):
             self.counters.evicted += gone.numel()
             self.policy.evicted(slots.index_select(0, held), own_keys.index_select(0, held))
         new = dev_cand[picks]
-        self.pinned[slots] = False  # a pin belongs to the row, not to its slot
+        self.pinned.index_fill_(0, slots, False)  # a pin belongs to the row, not its slot
         # Slots and ids come from the ranking: in range and distinct by construction.
         slot_ops.scatter_rows(self.rows, slots, cand_rows[picks], check=False, distinct=True)
         slot_ops.assign_slots(self.slot_of, self.id_of, new, slots, check=False)
@@ -373,7 +388,7 @@ class DeviceCache(StoreBase):
             room = left if j == 0 else min(left, self.stage_rows - self._staged_ids.numel())
             if room <= 0:
                 break
-            need = batch[(slot_ops.lookup(self.slot_of, batch.to(self.device), check=False)
+            need = batch[(slot_ops.lookup(self.slot_of, self._dev(batch), check=False)
                           < 0).cpu()]
             need = need[~self._staged_mask(need, self._staged_ids)]
             need = need[: int(min(room, need.numel()))]
@@ -382,7 +397,7 @@ class DeviceCache(StoreBase):
             ids = torch.cat([self._staged_ids, need])
             rows = torch.cat([self._staged_rows, self._fetch(need)])
             order = torch.argsort(ids)
-            self._staged_ids, self._staged_rows = ids[order], rows[order.to(self.device)]
+            self._staged_ids, self._staged_rows = ids[order], rows[self._dev(order)]
             moved += need.numel()
             left -= need.numel()
         self.counters.prefetched_rows += moved
@@ -394,7 +409,7 @@ class DeviceCache(StoreBase):
         long the window (``keep_next``: the next batch's rows besides, uncounted)."""
         if self._staged_ids.numel() == 0:
             return
-        dev = self._staged_ids.to(self.device)
+        dev = self._dev(self._staged_ids)
         soon = self._soon[dev]
         keep = (soon > 0) & (slot_ops.lookup(self.slot_of, dev, check=False) < 0)
         bounded = keep & (soon > 1) if keep_next else keep
@@ -402,7 +417,7 @@ class DeviceCache(StoreBase):
         if excess > 0:  # drop the farthest uses (soon counts batches ahead)
             far = torch.where(bounded, soon, 0)
             drop = torch.topk(far.long(), excess, largest=True, sorted=False).indices
-            keep[drop] = False
+            keep.index_fill_(0, drop, False)
         keep = keep.cpu()
         if not bool(keep.all()):
             self._staged_ids = self._staged_ids[keep]

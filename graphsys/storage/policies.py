@@ -62,8 +62,15 @@ class EvictionPolicy(ABC):
         """Whether pinned slots are protected now (a policy may release them on drift)."""
         return True
 
-    def touch(self, ids: torch.Tensor, slots: torch.Tensor, step: int) -> None:  # noqa: B027
-        """Record an access to every id in ``ids`` (``slots[i]`` its slot, or -1)."""
+    def touch(self, ids: torch.Tensor, slots: torch.Tensor, step: int,  # noqa: B027
+              hits: int | None = None) -> None:
+        """Record an access to every id in ``ids`` (``slots[i]`` its slot, or -1);
+        ``hits``, when the caller knows it, is how many slots are not -1 (on a GPU,
+        counting them here would cost a host sync).
+
+        Implementations must not synchronise with the device: no boolean-mask indexing
+        (its size is data-dependent), no Python numbers read from device tensors.
+        """
 
     @abstractmethod
     def slot_keys(self, id_of: torch.Tensor, step: int) -> torch.Tensor:
@@ -121,8 +128,15 @@ class LRUPolicy(EvictionPolicy):
         super().bind(capacity, num_rows, device)
         self.stamp = torch.full((capacity,), -1, dtype=torch.float64, device=device)
 
-    def touch(self, ids: torch.Tensor, slots: torch.Tensor, step: int) -> None:
-        self.stamp[slots[slots >= 0]] = step
+    def touch(self, ids: torch.Tensor, slots: torch.Tensor, step: int,
+              hits: int | None = None) -> None:
+        # Misses (slot -1) scatter -inf into slot 0, which the max leaves as it is; steps
+        # only grow, so the max is the new stamp. No mask, so no device sync.
+        if self.capacity == 0:  # no slots: every id missed
+            return
+        value = torch.full(slots.shape, float(step), dtype=self.stamp.dtype,
+                           device=slots.device).masked_fill_(slots < 0, -math.inf)
+        self.stamp.scatter_reduce_(0, slots.clamp(min=0), value, "amax")
 
     def slot_keys(self, id_of: torch.Tensor, step: int) -> torch.Tensor:
         return self.stamp.clone()
@@ -131,7 +145,7 @@ class LRUPolicy(EvictionPolicy):
         return torch.full(ids.shape, float(step), dtype=torch.float64, device=ids.device)
 
     def admitted(self, ids: torch.Tensor, slots: torch.Tensor, step: int) -> None:
-        self.stamp[slots] = step
+        self.stamp.index_fill_(0, slots, float(step))
 
 
 class ClockPolicy(EvictionPolicy):
@@ -145,15 +159,21 @@ class ClockPolicy(EvictionPolicy):
 
     def bind(self, capacity: int, num_rows: int, device: torch.device) -> None:
         super().bind(capacity, num_rows, device)
-        self.visited = torch.zeros(capacity, dtype=torch.bool, device=device)
+        # uint8, not bool: touch sets bits with a scatter max, which bool lacks
+        self.visited = torch.zeros(capacity, dtype=torch.uint8, device=device)
         self.hand = 0
         self._arange = torch.arange(capacity, device=device)
 
     def _distance(self) -> torch.Tensor:
         return (self._arange - self.hand) % max(self.capacity, 1)
 
-    def touch(self, ids: torch.Tensor, slots: torch.Tensor, step: int) -> None:
-        self.visited[slots[slots >= 0]] = True
+    def touch(self, ids: torch.Tensor, slots: torch.Tensor, step: int,
+              hits: int | None = None) -> None:
+        if self.capacity == 0:  # no slots: every id missed
+            return
+        # misses scatter 0 into slot 0, which the max leaves as it is: no mask, no sync
+        self.visited.scatter_reduce_(0, slots.clamp(min=0), (slots >= 0).to(torch.uint8),
+                                     "amax")
 
     def slot_keys(self, id_of: torch.Tensor, step: int) -> torch.Tensor:
         return (self.visited.double() * self.capacity + self._distance().double())
@@ -165,7 +185,7 @@ class ClockPolicy(EvictionPolicy):
                           device=ids.device)
 
     def admitted(self, ids: torch.Tensor, slots: torch.Tensor, step: int) -> None:
-        self.visited[slots] = False
+        self.visited.index_fill_(0, slots, 0)
 
     def evicted(self, slots: torch.Tensor, keys: torch.Tensor) -> None:
         if slots.numel() == 0:
@@ -176,7 +196,7 @@ class ClockPolicy(EvictionPolicy):
             self.visited.zero_()
             last -= self.capacity
         else:
-            self.visited[distance <= last] = False
+            self.visited.masked_fill_(distance <= last, 0)
         self.hand = (self.hand + int(last) + 1) % self.capacity
 
 
@@ -284,7 +304,8 @@ class HybridPolicy(EvictionPolicy):
     def recent_hit_rate(self) -> float:
         return self.recent_hits / self.recent_requests
 
-    def touch(self, ids: torch.Tensor, slots: torch.Tensor, step: int) -> None:
+    def touch(self, ids: torch.Tensor, slots: torch.Tensor, step: int,
+              hits: int | None = None) -> None:
         self.total[ids] += 1
         self.batches_seen += 1
         # Growing the increment instead of decaying every score keeps this O(batch).
@@ -294,8 +315,10 @@ class HybridPolicy(EvictionPolicy):
             self.increment = 1.0
         self.score[ids] += self.increment
         if ids.numel():
-            hits = int((slots >= 0).sum()) / ids.numel()
-            self.recent_hits = self.decay * self.recent_hits + (1 - self.decay) * hits
+            if hits is None:
+                hits = int((slots >= 0).sum())  # a device sync: callers pass it
+            rate = hits / ids.numel()
+            self.recent_hits = self.decay * self.recent_hits + (1 - self.decay) * rate
             self.recent_requests = self.decay * self.recent_requests + (1 - self.decay)
         self.drifting = self.recent_hit_rate < (1 - self.tolerance) * self.expected_hit_rate
 

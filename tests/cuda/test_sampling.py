@@ -149,9 +149,13 @@ def test_graph_arrays_are_prepared_per_device(cuda_device) -> None:
         sampler = GPUNeighborSampler([2], graph_memory=memory)
         on_gpu = sampler._arrays(graph, torch.device("cuda", 0))
         on_cpu = sampler._arrays(graph, torch.device("cpu"))
-        assert not on_cpu[0].is_cuda and not on_cpu[0].is_pinned()
+        # 'pinned' page-locks the graph's own arrays in place (no second copy), so the
+        # host arrays are then the very memory the kernels read over the bus
+        assert not on_cpu[0].is_cuda and on_cpu[0].is_pinned() == (memory == "pinned")
         assert on_gpu[0].is_cuda == (memory == "device")
         assert on_gpu[0].is_pinned() == (memory == "pinned")
+        if memory == "pinned":
+            assert on_gpu[0].data_ptr() == on_cpu[0].data_ptr() == graph.indptr.data_ptr()
         assert sampler._arrays(graph, torch.device("cuda", 0)) is not on_gpu
 
 
