@@ -1,9 +1,12 @@
 """graphsys: train graph neural networks on graphs too large for GPU or host memory.
 
-Importing graphsys never needs CuPy, CUDA or DGL and changes no global settings.
+Importing graphsys never needs CuPy, CUDA or DGL. It changes one global setting:
+``OMP_WAIT_POLICY`` defaults to ``PASSIVE`` (unless set; see below).
 """
 
 import importlib
+import os
+
 
 from graphsys._lazy import attach
 from graphsys._sizes import format_size, parse_size
@@ -16,6 +19,14 @@ from graphsys.errors import (
     InputFormatError,
     UnsafePickleError,
 )
+# numba's OpenMP runtime (the sampler's threads) is loaded after this line, on the
+# first parallel kernel; torch's is another runtime. With both pools' idle workers
+# spinning (OpenMP's default), each starves the other of cores whenever sampling and
+# training alternate or overlap: on 2 cores a Cora GAT script took 3-20x longer. Passive
+# waiting costs a few microseconds of wake-up per parallel region. A value the user
+# set wins; torch's pool keeps what it read when torch was imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 # Loaded on first use: the samplers and the loader pull in numba (about half a second),
 # and the graph modules zarr, which a user who only parses a size should not pay for.
 _LAZY = {

@@ -20,6 +20,7 @@ from graphsys.nn._aggregate import (
     split_features,
     sum_in_edges,
 )
+from graphsys.nn._dropout import Dropout
 
 
 def residual_projection(in_dst_feats: int, width: int, bias: bool) -> nn.Module:
@@ -97,8 +98,8 @@ class GATConv(nn.Module):
             self.fc = nn.Linear(self.in_src_feats, width, bias=False)
         self.attn_l = nn.Parameter(torch.empty(1, num_heads, out_feats))
         self.attn_r = nn.Parameter(torch.empty(1, num_heads, out_feats))
-        self.feat_drop = nn.Dropout(feat_drop)
-        self.attn_drop = nn.Dropout(attn_drop)
+        self.feat_drop = Dropout(feat_drop)
+        self.attn_drop = Dropout(attn_drop)
         self.res_fc: nn.Module | None = None
         if residual:
             self.res_fc = residual_projection(self.in_dst_feats, width, bias)

@@ -18,6 +18,7 @@ from graphsys.nn._aggregate import (
     gather_rows,
     split_features,
 )
+from graphsys.nn._dropout import Dropout
 from graphsys.nn.gat import attend, residual_projection
 
 
@@ -70,8 +71,8 @@ class GATv2Conv(nn.Module):
         self.fc_dst = (self.fc_src if self.share_weights
                        else nn.Linear(self.in_dst_feats, width, bias=bias))
         self.attn = nn.Parameter(torch.empty(1, num_heads, out_feats))
-        self.feat_drop = nn.Dropout(feat_drop)
-        self.attn_drop = nn.Dropout(attn_drop)
+        self.feat_drop = Dropout(feat_drop)
+        self.attn_drop = Dropout(attn_drop)
         self.res_fc: nn.Module | None = None
         if residual:
             self.res_fc = residual_projection(self.in_dst_feats, width, bias)

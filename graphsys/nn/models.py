@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from graphsys.nn._aggregate import NodeFeatures
+from graphsys.nn._dropout import Dropout
 from graphsys.nn.gat import GATConv
 from graphsys.nn.gcn import GraphConv
 from graphsys.nn.quantized import Quantize
@@ -53,7 +54,7 @@ class BlockModel(nn.Module):
     def __init__(self, dropout: float) -> None:
         super().__init__()
         self.layers = nn.ModuleList()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     @property
     def num_layers(self) -> int:

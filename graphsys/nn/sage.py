@@ -24,6 +24,7 @@ from graphsys.nn._aggregate import (
     split_features,
     weighted_sum_neighbours,
 )
+from graphsys.nn._dropout import Dropout
 from graphsys.nn.quantized import Quantize, aggregate_neighbours, check_quantize
 from graphsys.samplers.block import Block
 
@@ -84,7 +85,7 @@ class SAGEConv(nn.Module):
                              f"their sizes must match, got in_feats={in_feats!r}")
         self.in_feats, self.out_feats, self.aggregator_type = in_feats, out_feats, aggregator_type
         self.norm = norm
-        self.feat_drop = nn.Dropout(feat_drop)
+        self.feat_drop = Dropout(feat_drop)
         self.activation = activation
         if aggregator_type == "pool":
             self.fc_pool = nn.Linear(self.in_src_feats, self.in_src_feats)
@@ -154,9 +155,7 @@ class SAGEConv(nn.Module):
             project_first = False
         else:
             h_src, h_dst = split_features(block, feat, self.feat_drop)
-            # Mean and sum commute with a linear map, so project first when that shrinks
-            # the per-edge messages (DGL's ``lin_before_mp``).
-            project_first = self.in_src_feats > self.out_feats
+            project_first = self._project_first(block, h_src.shape[0])
         kind = self.aggregator_type
         if kind == "mean":
             mean = self._mean_aggregator(block, edge_weight)
@@ -184,6 +183,22 @@ class SAGEConv(nn.Module):
         if self.norm is not None:
             out = self.norm(out)
         return out
+
+    def _project_first(self, block: Block, num_src: int) -> bool:
+        """Whether to apply ``fc_neigh`` before aggregating (mean and sum commute with a
+        linear map): whichever order does fewer multiply-adds.
+
+        Projecting first costs ``num_src * in * out + E * out``, aggregating first
+        ``E * in + num_dst * in * out``. DGL's rule, project first when ``in > out``
+        (``lin_before_mp``), counts only the per-edge work; but a sampled block has
+        several times more sources than destinations, and with the sparse product the
+        per-edge work is small, so on Cora's 1433-dim input layer aggregating first
+        does about a third of the multiply-adds. Both orders are exact up to float
+        rounding.
+        """
+        fin, fout = self.in_src_feats, self.out_feats
+        edges, num_dst = block.num_edges(), block.num_dst_nodes()
+        return num_src * fin * fout + edges * fout < edges * fin + num_dst * fin * fout
 
     def _sum_aggregator(self, block: Block, edge_weight: torch.Tensor | None
                         ) -> Callable[[Any], torch.Tensor]:

@@ -248,9 +248,11 @@ def run_with_timeout(fn, timeout: float = 10.0):
     return result.get("value")
 
 
-def test_sampler_exception_reaches_consumer(graph):
+@pytest.mark.parametrize("background", [True, False])
+def test_sampler_exception_reaches_consumer(graph, background):
     sampler = CountingSampler(fail_at=3)
-    loader = DataLoader(graph, torch.arange(NUM_NODES), sampler, batch_size=5)
+    loader = DataLoader(graph, torch.arange(NUM_NODES), sampler, batch_size=5,
+                        background=background)
     got = []
 
     def consume():
@@ -265,7 +267,8 @@ def test_sampler_exception_reaches_consumer(graph):
 
 def test_breaking_early_stops_the_thread(graph):
     sampler = CountingSampler()
-    loader = DataLoader(graph, torch.arange(NUM_NODES), sampler, batch_size=1, prefetch=2)
+    loader = DataLoader(graph, torch.arange(NUM_NODES), sampler, batch_size=1, prefetch=2,
+                        background=True)
 
     def consume():
         for i, _ in enumerate(loader):
@@ -281,7 +284,8 @@ def test_breaking_early_stops_the_thread(graph):
 
 def test_prefetch_queue_is_bounded(graph):
     sampler = CountingSampler()
-    loader = DataLoader(graph, torch.arange(NUM_NODES), sampler, batch_size=1, prefetch=1)
+    loader = DataLoader(graph, torch.arange(NUM_NODES), sampler, batch_size=1, prefetch=1,
+                        background=True)
     calls = []
 
     def consume():
@@ -417,3 +421,34 @@ def test_cuda_without_a_gpu_is_refused_at_construction(graph):
         DataLoader(graph, torch.arange(4), NeighborSampler([2]), device="cuda")
     with pytest.raises(ValueError, match="no CUDA device"):
         DataLoader(graph, torch.arange(4), NeighborSampler([2], output_device="cuda:0"))
+
+
+def test_background_and_inline_give_the_same_batches(graph):
+    """The thread changes only where batches are made, never which."""
+    def epoch(background):
+        loader = DataLoader(graph, torch.arange(NUM_NODES), NeighborSampler([3, 2], seed=4),
+                            batch_size=7, shuffle=True, seed=5, background=background)
+        return [(b.input_nodes.tolist(), [(x.indptr.tolist(), x.indices.tolist())
+                                          for x in b.blocks]) for b in loader]
+
+    assert epoch(True) == epoch(False)
+    assert not live_sampler_threads()
+
+
+def test_inline_by_default_when_no_core_is_spare(graph, monkeypatch):
+    import graphsys.loader.dataloader as dl
+
+    loader = DataLoader(graph, torch.arange(NUM_NODES), NeighborSampler([2]), batch_size=4)
+    monkeypatch.setattr(dl.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(dl.torch, "get_num_threads", lambda: 2)
+    assert loader._in_background() is False
+    seen = []
+    for _ in loader:
+        seen.append(threading.current_thread().name)
+        assert not live_sampler_threads()  # made here, in the consumer's thread
+    monkeypatch.setattr(dl.torch, "get_num_threads", lambda: 1)
+    assert loader._in_background() is True
+    assert DataLoader(graph, torch.arange(NUM_NODES), NeighborSampler([2]),
+                      background=False)._in_background() is False
+    with pytest.raises(TypeError, match="background"):
+        DataLoader(graph, torch.arange(NUM_NODES), NeighborSampler([2]), background="yes")
