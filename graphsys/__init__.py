@@ -7,7 +7,6 @@ Importing graphsys never needs CuPy, CUDA or DGL. It changes one global setting:
 import importlib
 import os
 
-
 from graphsys._lazy import attach
 from graphsys._sizes import format_size, parse_size
 from graphsys._version import __version__
@@ -19,6 +18,7 @@ from graphsys.errors import (
     InputFormatError,
     UnsafePickleError,
 )
+
 # numba's OpenMP runtime (the sampler's threads) is loaded after this line, on the
 # first parallel kernel; torch's is another runtime. With both pools' idle workers
 # spinning (OpenMP's default), each starves the other of cores whenever sampling and
