@@ -36,7 +36,7 @@ from graphsys.cuda import _runtime
 from graphsys.graph.csc import CSCGraph
 from graphsys.samplers import _kernels
 from graphsys.samplers.block import Block, MiniBatch
-from graphsys.samplers.neighbor import NeighborSampler, _batch_key, as_node_ids
+from graphsys.samplers.neighbor import NeighborSampler, _batch_key, as_node_ids, check_graph
 
 SOURCE = r"""
 #define GOLDEN 0x9E3779B97F4A7C15ULL
@@ -301,8 +301,7 @@ class GPUNeighborSampler(NeighborSampler):
         return arrays
 
     def sample(self, graph: CSCGraph, seeds: object, *, key: int | None = None) -> MiniBatch:
-        if not isinstance(graph, CSCGraph):
-            raise TypeError(f"graph must be a graphsys CSCGraph, got {type(graph).__name__}")
+        check_graph(graph)
         graph.ensure_valid()  # once per graph: the kernels do not bounds-check
         dst = as_node_ids(seeds, graph.num_nodes(), "seeds")
         if not _kernels.all_distinct(dst):

@@ -5,12 +5,13 @@ from __future__ import annotations
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
+from graphsys.graph.construct import not_a_graph
 from graphsys.graph.csc import CSCGraph
 from graphsys.graph.frame import rows_of
 from graphsys.loader import device_path
@@ -43,8 +44,21 @@ def _as_csc(graph: Any) -> CSCGraph:
     if hasattr(graph, "edge_index"):  # a PyG Data
         from graphsys.graph.interop import from_pyg
         return from_pyg(graph)
+    raw = not_a_graph(graph)
+    if raw is not None:
+        raise raw
     raise TypeError(f"graph must be a graphsys CSCGraph or Dataset, a DGLGraph or a PyG Data, "
                     f"got {type(graph).__name__}")
+
+
+def _check_not_per_type(name: str, data: Any) -> None:
+    """Refuse DGL's per-node-type dict (``features={'paper': x}``), which would otherwise
+    fail the row count check with a misleading count (the number of keys)."""
+    if isinstance(data, Mapping):
+        types = ", ".join(repr(k) for k in list(data)[:3]) + (", ..." if len(data) > 3 else "")
+        raise TypeError(f"{name} is a dict keyed by node type ({types}): per-type {name} "
+                        "need a heterogeneous graph, which graphsys does not support yet; pass "
+                        f"one tensor or feature store with a row per node ({name}=x)")
 
 
 def ddp_rank_and_world() -> tuple[int, int]:
@@ -181,6 +195,7 @@ class DataLoader:
             raise ValueError("seeds contain duplicate node ids; pass each node once")
         features, labels = self._take_prefetch(sampler, features, labels)
         for name, data in (("features", features), ("labels", labels)):
+            _check_not_per_type(name, data)
             if data is not None and rows_of(data) != num_nodes:
                 raise ValueError(f"{name} has {rows_of(data)} rows but the graph has "
                                  f"{num_nodes} nodes; pass one row per node")

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from graphsys.graph.construct import not_a_graph
 from graphsys.graph.csc import CSCGraph
 from graphsys.samplers import _kernels
 from graphsys.samplers.block import EID, Block, MiniBatch
@@ -44,6 +45,17 @@ def as_node_ids(ids: object, num_nodes: int, what: str) -> np.ndarray:
             raise IndexError(f"{what} contains node id {bad}, outside [0, {num_nodes}) of a "
                              f"graph with {num_nodes} nodes; pass ids of this graph")
     return array
+
+
+def check_graph(graph: object) -> None:
+    """Raise unless ``graph`` is a :class:`CSCGraph`, naming the constructor to call."""
+    if isinstance(graph, CSCGraph):
+        return
+    raw = not_a_graph(graph)
+    if raw is not None:
+        raise raw
+    raise TypeError(f"graph must be a graphsys CSCGraph, got {type(graph).__name__}; "
+                    "convert with graphsys.graph.interop.from_dgl / from_pyg")
 
 
 def _names(value: Any, what: str) -> tuple[str, ...]:
@@ -177,9 +189,7 @@ class NeighborSampler:
         ``key`` names the batch (the DataLoader passes epoch and batch index); without
         it each call draws a fresh key, so repeated calls give different samples.
         """
-        if not isinstance(graph, CSCGraph):
-            raise TypeError(f"graph must be a graphsys CSCGraph, got {type(graph).__name__}; "
-                            "convert with graphsys.graph.interop.from_dgl / from_pyg")
+        check_graph(graph)
         graph.ensure_valid()  # once per graph: the kernel does not bounds-check
         dst = as_node_ids(seeds, graph.num_nodes(), "seeds")
         if not _kernels.all_distinct(dst):
