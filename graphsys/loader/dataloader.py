@@ -18,7 +18,6 @@ from graphsys.loader import device_path
 from graphsys.loader.gather import gather_rows
 from graphsys.loader.seed_split import global_batch_count, rank_batches
 from graphsys.loader.streams import Handed, handoff_stream
-from graphsys.samplers import _kernels
 from graphsys.samplers.block import EID, MiniBatch
 from graphsys.samplers.neighbor import NeighborSampler, as_node_ids
 
@@ -115,8 +114,9 @@ class DataLoader:
 
     Args:
         graph: a :class:`CSCGraph` (or a graphsys Dataset, a DGLGraph, a PyG ``Data``).
-        seeds: node ids (or a boolean mask) to cover each epoch; must be distinct.
-            DGL's keyword ``indices=`` is the same argument.
+        seeds: node ids (or a boolean mask) to cover each epoch. DGL's keyword
+            ``indices=`` is the same argument. A repeated id is kept, as DGL keeps it:
+            its batch samples each copy on its own (see :meth:`NeighborSampler.sample`).
         sampler: a :class:`NeighborSampler` (anything with ``sample(graph, seeds, key=)``).
             DGL's keyword ``graph_sampler=`` is the same argument. Names the sampler
             prefetches (``prefetch_node_feats``, ``prefetch_labels``,
@@ -190,9 +190,8 @@ class DataLoader:
                 raise ValueError(f"the boolean seed mask has {len(seeds)} entries but the graph "
                                  f"has {num_nodes} nodes; pass one entry per node")
             seeds = np.flatnonzero(seeds)
+        # Repeated seeds stay, as in DGL: a batch holding a node twice samples it twice.
         self.seeds = as_node_ids(seeds, num_nodes, "seeds")
-        if not _kernels.all_distinct(self.seeds):
-            raise ValueError("seeds contain duplicate node ids; pass each node once")
         features, labels = self._take_prefetch(sampler, features, labels)
         for name, data in (("features", features), ("labels", labels)):
             _check_not_per_type(name, data)
