@@ -16,6 +16,7 @@ from graphsys.errors import (
     DatasetExistsError,
     GraphsysError,
     InputFormatError,
+    NotAGraphError,
     UnsafePickleError,
 )
 
@@ -53,7 +54,8 @@ _LAZY = {
 #: Subpackages reachable as attributes after a plain ``import graphsys`` (loaded on use):
 #: ``graphsys.distributed.init()`` in a torchrun script, and DGL's ``dgl.dataloading``
 #: and ``dgl.nn`` for scripts that ``import graphsys as dgl``.
-_SUBMODULES = frozenset({"distributed", "dataloading", "nn"})
+#: ``graph`` is also DGL's ``dgl.graph((src, dst))``: the subpackage is callable.
+_SUBMODULES = frozenset({"distributed", "dataloading", "graph", "nn"})
 
 _getattr, __dir__ = attach(__name__, _LAZY, _SUBMODULES)
 
@@ -86,6 +88,7 @@ __all__ = [
     "DatasetWriter",
     "GraphsysError",
     "InputFormatError",
+    "NotAGraphError",
     "UnsafePickleError",
     "__version__",
     "format_size",

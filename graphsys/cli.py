@@ -245,6 +245,9 @@ def _parser() -> argparse.ArgumentParser:
     planetoid.add_argument("--raw", required=True, type=Path,
                            help="directory holding ind.<name>.{x,y,tx,ty,allx,ally,graph,...}")
     planetoid.add_argument("--name", default="cora", help="cora, citeseer, pubmed, ...")
+    planetoid.add_argument("--row-normalize", action="store_true",
+                           help="divide each feature row by its sum, as DGL's "
+                           "CoraGraphDataset does (default: the raw counts)")
     _add_output_options(planetoid)
 
     ogb = sources.add_parser("ogb", help="read an OGB node-property raw layout")
@@ -295,7 +298,8 @@ def _prepare(args: argparse.Namespace) -> int:
         from graphsys.datasets.planetoid import prepare_planetoid
 
         manifest = prepare_planetoid(args.raw, args.out, args.name,
-                                     feature_storage=args.storage, overwrite=args.overwrite)
+                                     feature_storage=args.storage, overwrite=args.overwrite,
+                                     row_normalize=args.row_normalize)
     else:
         from graphsys.datasets.ogb import prepare_ogb
 
@@ -320,7 +324,9 @@ def _print_manifest(path: Path, manifest: object) -> None:
         ("nodes", f"{manifest.num_nodes:,}"),
         ("edges", f"{manifest.num_edges:,}"),
         ("features", f"{manifest.feature_shape} {manifest.feature_dtype} "
-                     f"({manifest.feature_storage})"),
+                     f"({manifest.feature_storage})"
+                     + (", rows normalized to sum 1" if manifest.source.get("row_normalize")
+                        else "")),
         ("classes", str(manifest.num_classes)),
         ("splits", ", ".join(f"{k} {v:,}" for k, v in manifest.splits.items())),
         ("on disk", format_size(on_disk)),

@@ -27,6 +27,11 @@ class InputFormatError(GraphsysError, ValueError):
     """Raw input (an edge list, a Planetoid or OGB file) is malformed."""
 
 
+class NotAGraphError(GraphsysError, TypeError):
+    """Raw edge data (a scipy matrix, an ``edge_index``, a ``(src, dst)`` pair) was passed
+    where a graph belongs; the message names the constructor that builds one."""
+
+
 class UnsafePickleError(InputFormatError):
     """A pickle asked for a type outside the allow-list of the restricted unpickler."""
 

@@ -41,6 +41,23 @@ def test_prepare_planetoid_info_verify(planetoid_dir, tmp_path):
     assert result.returncode == 1 and "features.bin: checksum mismatch" in result.stderr
 
 
+def test_prepare_planetoid_row_normalize_is_recorded_and_shown(planetoid_dir, tmp_path):
+    plain, normalized = tmp_path / "plain", tmp_path / "normalized"
+    for out, extra in ((plain, ()), (normalized, ("--row-normalize",))):
+        result = graphsys("prepare", "planetoid", "--raw", str(planetoid_dir), "--out",
+                          str(out), "--no-progress", *extra)
+        assert result.returncode == 0, result.stderr
+    shown = graphsys("info", str(normalized)).stdout
+    features_row = next(line for line in shown.splitlines() if "features" in line)
+    assert "rows normalized to sum 1" in features_row
+    assert "normalized" not in graphsys("info", str(plain)).stdout
+    manifest = json.loads(graphsys("info", str(normalized), "--json").stdout)
+    assert manifest["source"]["row_normalize"] is True
+    assert "row_normalize" not in json.loads(graphsys("info", str(plain), "--json").stdout)[
+        "source"]
+    assert (plain / "features.bin").read_bytes() != (normalized / "features.bin").read_bytes()
+
+
 def _info_rows(stdout: str) -> dict[str, tuple[str, str]]:
     rows = {}
     for line in stdout.splitlines()[1:]:

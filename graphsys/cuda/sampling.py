@@ -25,6 +25,7 @@ a warp per destination, so hubs do not serialise a thread.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -36,7 +37,8 @@ from graphsys.cuda import _runtime
 from graphsys.graph.csc import CSCGraph
 from graphsys.samplers import _kernels
 from graphsys.samplers.block import Block, MiniBatch
-from graphsys.samplers.neighbor import NeighborSampler, _batch_key, as_node_ids
+from graphsys.samplers.duplicates import Copies, redraw_copies, restore_copies
+from graphsys.samplers.neighbor import NeighborSampler, _batch_key, as_node_ids, check_graph
 
 SOURCE = r"""
 #define GOLDEN 0x9E3779B97F4A7C15ULL
@@ -239,6 +241,13 @@ def relabel(dst: torch.Tensor, sources: torch.Tensor) -> tuple[torch.Tensor, tor
     return unique[order], rank[inverse[dst.numel():]]
 
 
+def _draw(layer_fn: LayerFn, indptr: torch.Tensor, indices: torch.Tensor, fanout: int,
+          replace: bool, nodes: torch.Tensor, key: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``layer_fn`` with the ``draw(nodes, key)`` signature of
+    :func:`~graphsys.samplers.duplicates.draw_per_copy`."""
+    return layer_fn(indptr, indices, nodes, fanout, replace, key)
+
+
 class GPUNeighborSampler(NeighborSampler):
     """:class:`NeighborSampler` whose kernels run on the GPU; blocks come back there.
 
@@ -301,29 +310,36 @@ class GPUNeighborSampler(NeighborSampler):
         return arrays
 
     def sample(self, graph: CSCGraph, seeds: object, *, key: int | None = None) -> MiniBatch:
-        if not isinstance(graph, CSCGraph):
-            raise TypeError(f"graph must be a graphsys CSCGraph, got {type(graph).__name__}")
+        check_graph(graph)
         graph.ensure_valid()  # once per graph: the kernels do not bounds-check
         dst = as_node_ids(seeds, graph.num_nodes(), "seeds")
-        if not _kernels.all_distinct(dst):
-            raise ValueError("seeds contain duplicate node ids; pass each seed once")
+        repeats = not _kernels.all_distinct(dst)  # checked on the host, before the copy
         key = next(self._calls) if key is None else int(key)
         device = self._sample_device()
         indptr, indices = self._arrays(graph, device)
         layer_fn = sample_layer_cpu if device.type == "cpu" else sample_layer_gpu
         return self.sample_tensors(indptr, indices, torch.from_numpy(dst).to(device), key,
-                                   layer_fn)
+                                   layer_fn, repeats=repeats)
 
     def sample_tensors(self, indptr: torch.Tensor, indices: torch.Tensor, seeds: torch.Tensor,
-                       key: int, layer_fn: LayerFn) -> MiniBatch:
-        """Blocks for validated, distinct int64 ``seeds``, sampling each layer with
-        ``layer_fn`` (:func:`sample_layer_gpu` or :func:`sample_layer_cpu`)."""
+                       key: int, layer_fn: LayerFn, *, repeats: bool = False) -> MiniBatch:
+        """Blocks for validated int64 ``seeds``, sampling each layer with ``layer_fn``
+        (:func:`sample_layer_gpu` or :func:`sample_layer_cpu`). ``repeats`` says the
+        seeds repeat a node: each copy then draws on its own, as in
+        :class:`NeighborSampler` (see :mod:`graphsys.samplers.duplicates`)."""
         dst = seeds
+        copies = Copies.of(seeds) if repeats else None
         blocks: list[Block] = []
         for layer in reversed(range(self.num_layers)):
-            counts, sources = layer_fn(indptr, indices, dst, self.fanouts[layer], self.replace,
-                                       _batch_key(self.seed, key, layer))
-            src_nodes, local = relabel(dst, sources)
+            fanout, layer_key = self.fanouts[layer], _batch_key(self.seed, key, layer)
+            draw = functools.partial(_draw, layer_fn, indptr, indices, fanout, self.replace)
+            counts, sources = draw(dst, layer_key)
+            if copies is None:
+                src_nodes, local = relabel(dst, sources)
+            else:  # as NeighborSampler.sample does with repeated seeds
+                redraw_copies(dst, copies, counts, sources, layer_key, draw)
+                src_nodes, local = relabel(copies.first_copies(dst), sources)
+                src_nodes, local = restore_copies(dst, copies, src_nodes, local)
             block_indptr = torch.zeros(dst.numel() + 1, dtype=torch.int64, device=dst.device)
             torch.cumsum(counts, 0, out=block_indptr[1:])
             blocks.append(Block(block_indptr, local, src_nodes, num_dst=dst.numel()))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -214,6 +214,19 @@ def read_planetoid(raw_dir: str | os.PathLike, name: str) -> NodeClassificationD
     )
 
 
+def normalize_rows(features: np.ndarray) -> np.ndarray:
+    """Each row divided by its sum, rows summing to 0 left at 0, as DGL's
+    ``CoraGraphDataset``/``CiteseerGraphDataset`` preprocess their features.
+
+    Computed as DGL does (float32 reciprocals of the row sums, then a product), so the
+    values are DGL's bit for bit on binary bag-of-words rows.
+    """
+    with np.errstate(divide="ignore"):
+        inverse = np.reciprocal(features.sum(axis=1, dtype=features.dtype))
+    inverse[np.isinf(inverse)] = 0  # an all-zero row (CiteSeer's missing test nodes)
+    return features * inverse[:, None]
+
+
 def prepare_planetoid(
     raw_dir: str | os.PathLike,
     out: str | os.PathLike,
@@ -221,12 +234,19 @@ def prepare_planetoid(
     *,
     feature_storage: Literal["raw", "zarr"] = "raw",
     overwrite: bool = False,
+    row_normalize: bool = False,
 ) -> Manifest:
-    """Read a Planetoid dataset and write it as a graphsys dataset directory at ``out``."""
+    """Read a Planetoid dataset and write it as a graphsys dataset directory at ``out``.
+
+    ``row_normalize`` divides each feature row by its sum before writing (see
+    :func:`normalize_rows`), so the features are those DGL's dataset classes give; the
+    manifest records it as ``source["row_normalize"]``. Off by default: the files stay
+    the raw bag-of-words counts, as earlier datasets were written.
+    """
     data = read_planetoid(raw_dir, name)
-    return data.write(
-        out,
-        feature_storage=feature_storage,
-        overwrite=overwrite,
-        source={"kind": "planetoid", "raw_dir": str(Path(raw_dir).resolve()), "name": name},
-    )
+    source = {"kind": "planetoid", "raw_dir": str(Path(raw_dir).resolve()), "name": name}
+    if row_normalize:
+        data = replace(data, features=normalize_rows(data.features))
+        source["row_normalize"] = True  # absent when off: earlier manifests are unchanged
+    return data.write(out, feature_storage=feature_storage, overwrite=overwrite,
+                      source=source)

@@ -1,4 +1,13 @@
-"""Graphs in CSC form and the on-disk dataset format."""
+"""Graphs in CSC form and the on-disk dataset format.
+
+The package is also DGL's ``dgl.graph`` function: ``graphsys.graph((src, dst),
+num_nodes=n)`` calls :func:`graphsys.graph.construct.graph`, so scripts that
+``import graphsys as dgl`` build their graphs as they did.
+"""
+
+import sys
+import types
+from typing import Any
 
 from graphsys._lazy import attach
 
@@ -12,6 +21,7 @@ _NAMES = {
     "from_pyg": "graphsys.graph.interop",
     "to_dgl": "graphsys.graph.interop",
     "to_pyg": "graphsys.graph.interop",
+    "graph": "graphsys.graph.construct",
     "ArrayEntry": "graphsys.graph.manifest",
     "Manifest": "graphsys.graph.manifest",
     "VerifyReport": "graphsys.graph.verify",
@@ -25,6 +35,19 @@ _NAMES = {
 }
 
 __getattr__, __dir__ = attach(__name__, _NAMES)
+
+
+class _CallablePackage(types.ModuleType):
+    """This package, callable as ``dgl.graph``: the subpackage ``graphsys.graph`` takes
+    the attribute name that DGL gives its graph constructor."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from graphsys.graph.construct import graph
+
+        return graph(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallablePackage
 
 __all__ = [
     "add_reverse_edges",
@@ -40,6 +63,7 @@ __all__ = [
     "VerifyReport",
     "ZarrFeatures",
     "from_dgl",
+    "graph",
     "from_pyg",
     "load_dataset",
     "to_dgl",

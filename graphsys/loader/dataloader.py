@@ -6,19 +6,19 @@ import os
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
+from graphsys.graph.construct import not_a_graph
 from graphsys.graph.csc import CSCGraph
 from graphsys.graph.frame import rows_of
 from graphsys.loader import device_path
 from graphsys.loader.gather import gather_rows
 from graphsys.loader.seed_split import global_batch_count, rank_batches
 from graphsys.loader.streams import Handed, handoff_stream
-from graphsys.samplers import _kernels
 from graphsys.samplers.block import EID, MiniBatch
 from graphsys.samplers.neighbor import NeighborSampler, as_node_ids
 
@@ -44,8 +44,21 @@ def _as_csc(graph: Any) -> CSCGraph:
     if hasattr(graph, "edge_index"):  # a PyG Data
         from graphsys.graph.interop import from_pyg
         return from_pyg(graph)
+    raw = not_a_graph(graph)
+    if raw is not None:
+        raise raw
     raise TypeError(f"graph must be a graphsys CSCGraph or Dataset, a DGLGraph or a PyG Data, "
                     f"got {type(graph).__name__}")
+
+
+def _check_not_per_type(name: str, data: Any) -> None:
+    """Refuse DGL's per-node-type dict (``features={'paper': x}``), which would otherwise
+    fail the row count check with a misleading count (the number of keys)."""
+    if isinstance(data, Mapping):
+        types = ", ".join(repr(k) for k in list(data)[:3]) + (", ..." if len(data) > 3 else "")
+        raise TypeError(f"{name} is a dict keyed by node type ({types}): per-type {name} "
+                        "need a heterogeneous graph, which graphsys does not support yet; pass "
+                        f"one tensor or feature store with a row per node ({name}=x)")
 
 
 def ddp_rank_and_world() -> tuple[int, int]:
@@ -102,8 +115,9 @@ class DataLoader:
 
     Args:
         graph: a :class:`CSCGraph` (or a graphsys Dataset, a DGLGraph, a PyG ``Data``).
-        seeds: node ids (or a boolean mask) to cover each epoch; must be distinct.
-            DGL's keyword ``indices=`` is the same argument.
+        seeds: node ids (or a boolean mask) to cover each epoch. DGL's keyword
+            ``indices=`` is the same argument. A repeated id is kept, as DGL keeps it:
+            its batch samples each copy on its own (see :meth:`NeighborSampler.sample`).
         sampler: a :class:`NeighborSampler` (anything with ``sample(graph, seeds, key=)``).
             DGL's keyword ``graph_sampler=`` is the same argument. Names the sampler
             prefetches (``prefetch_node_feats``, ``prefetch_labels``,
@@ -185,11 +199,11 @@ class DataLoader:
                 raise ValueError(f"the boolean seed mask has {len(seeds)} entries but the graph "
                                  f"has {num_nodes} nodes; pass one entry per node")
             seeds = np.flatnonzero(seeds)
+        # Repeated seeds stay, as in DGL: a batch holding a node twice samples it twice.
         self.seeds = as_node_ids(seeds, num_nodes, "seeds")
-        if not _kernels.all_distinct(self.seeds):
-            raise ValueError("seeds contain duplicate node ids; pass each node once")
         features, labels = self._take_prefetch(sampler, features, labels)
         for name, data in (("features", features), ("labels", labels)):
+            _check_not_per_type(name, data)
             if data is not None and rows_of(data) != num_nodes:
                 raise ValueError(f"{name} has {rows_of(data)} rows but the graph has "
                                  f"{num_nodes} nodes; pass one row per node")

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from graphsys.graph.construct import not_a_graph
 from graphsys.graph.csc import CSCGraph
 from graphsys.samplers import _kernels
 from graphsys.samplers.block import EID, Block, MiniBatch
+from graphsys.samplers.duplicates import Copies, Draw, redraw_copies, restore_copies
 
 _KEY_MIX = 0x9E3779B97F4A7C15
 _MASK64 = (1 << 64) - 1
@@ -44,6 +47,26 @@ def as_node_ids(ids: object, num_nodes: int, what: str) -> np.ndarray:
             raise IndexError(f"{what} contains node id {bad}, outside [0, {num_nodes}) of a "
                              f"graph with {num_nodes} nodes; pass ids of this graph")
     return array
+
+
+def _as_torch(draw: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]) -> Draw:
+    """A numpy layer kernel as the torch ``draw`` of :mod:`graphsys.samplers.duplicates`."""
+    def on_tensors(nodes: torch.Tensor, key: int) -> tuple[torch.Tensor, torch.Tensor]:
+        counts, drawn = draw(nodes.numpy(), key)
+        return torch.from_numpy(counts), torch.from_numpy(drawn)
+
+    return on_tensors
+
+
+def check_graph(graph: object) -> None:
+    """Raise unless ``graph`` is a :class:`CSCGraph`, naming the constructor to call."""
+    if isinstance(graph, CSCGraph):
+        return
+    raw = not_a_graph(graph)
+    if raw is not None:
+        raise raw
+    raise TypeError(f"graph must be a graphsys CSCGraph, got {type(graph).__name__}; "
+                    "convert with graphsys.graph.interop.from_dgl / from_pyg")
 
 
 def _names(value: Any, what: str) -> tuple[str, ...]:
@@ -172,18 +195,20 @@ class NeighborSampler:
         return bool(self.prob or self.mask or self.prefetch_edge_feats)
 
     def sample(self, graph: CSCGraph, seeds: object, *, key: int | None = None) -> MiniBatch:
-        """Sample the blocks for one batch of distinct ``seeds``.
+        """Sample the blocks for one batch of ``seeds``.
+
+        Repeated seeds are kept, as DGL keeps them: each copy is a destination node
+        with its own draw (:mod:`graphsys.samplers.duplicates`); distinct seeds take
+        the faster kernels.
 
         ``key`` names the batch (the DataLoader passes epoch and batch index); without
         it each call draws a fresh key, so repeated calls give different samples.
         """
-        if not isinstance(graph, CSCGraph):
-            raise TypeError(f"graph must be a graphsys CSCGraph, got {type(graph).__name__}; "
-                            "convert with graphsys.graph.interop.from_dgl / from_pyg")
+        check_graph(graph)
         graph.ensure_valid()  # once per graph: the kernel does not bounds-check
         dst = as_node_ids(seeds, graph.num_nodes(), "seeds")
-        if not _kernels.all_distinct(dst):
-            raise ValueError("seeds contain duplicate node ids; pass each seed once")
+        # DGL keeps repeated seeds; finding none (the common case) costs one hash pass.
+        copies = None if _kernels.all_distinct(dst) else Copies.of(torch.from_numpy(dst))
         key = next(self._calls) if key is None else int(key)
         indptr = graph.indptr.numpy()
         indices = graph.indices.numpy()
@@ -192,19 +217,18 @@ class NeighborSampler:
         weights = self._edge_weights(graph) if self.prob or self.mask else None
         for layer in reversed(range(self.num_layers)):
             fanout, layer_key = self.fanouts[layer], _batch_key(self.seed, key, layer)
-            edges = None
-            if weights is not None:
-                counts, edges = _kernels.sample_layer_weighted(indptr, dst, fanout,
-                                                               self.replace, layer_key, weights)
-            elif self.prefetch_edge_feats:
-                counts, edges = _kernels.sample_layer_edges(indptr, dst, fanout, self.replace,
-                                                            layer_key)
+            draw = functools.partial(self._draw, indptr, indices, fanout, weights)
+            counts, drawn = draw(dst, layer_key)
+            if copies is not None:  # later copies drew as the first: again, on their own
+                redraw_copies(torch.from_numpy(dst), copies, torch.from_numpy(counts),
+                              torch.from_numpy(drawn), layer_key, _as_torch(draw))
+            edges = drawn if self.records_edges else None
+            sources = indices[drawn] if self.records_edges else drawn
+            if copies is None:
+                src_nodes, local = self._relabel(dst, sources, graph.num_nodes())
             else:
-                counts, sources = _kernels.sample_layer(indptr, indices, dst, fanout,
-                                                        self.replace, layer_key)
-            if edges is not None:
-                sources = indices[edges]
-            src_nodes, local = self._relabel(dst, sources, graph.num_nodes())
+                src_nodes, local = self._relabel_copies(dst, sources, copies,
+                                                        graph.num_nodes())
             block_indptr = np.zeros(len(dst) + 1, np.int64)
             np.cumsum(counts, out=block_indptr[1:])
             block = Block(torch.from_numpy(block_indptr), torch.from_numpy(local),
@@ -215,6 +239,18 @@ class NeighborSampler:
             dst = src_nodes
         blocks.reverse()
         return MiniBatch(blocks[0].src_nodes, output_nodes, blocks)
+
+    def _draw(self, indptr: np.ndarray, indices: np.ndarray, fanout: int,
+              weights: np.ndarray | None, dst: np.ndarray,
+              key: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(counts, drawn)`` of one layer: edge positions when blocks record them
+        (:attr:`records_edges`), else source node ids (the same draws either way)."""
+        if weights is not None:
+            return _kernels.sample_layer_weighted(indptr, dst, fanout, self.replace, key,
+                                                  weights)
+        if self.records_edges:
+            return _kernels.sample_layer_edges(indptr, dst, fanout, self.replace, key)
+        return _kernels.sample_layer(indptr, indices, dst, fanout, self.replace, key)
 
     def _edge_weights(self, graph: CSCGraph) -> np.ndarray:
         """``graph.edata[prob or mask]`` as the kernel reads it, checked once per tensor
@@ -266,6 +302,17 @@ class NeighborSampler:
             return _kernels.relabel_dense(dst, sources, self._node_map)
         finally:
             self._node_map_lock.release()
+
+    def _relabel_copies(self, dst: np.ndarray, sources: np.ndarray, copies: Copies,
+                        num_nodes: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_relabel` where ``dst`` repeats seeds: over their first copies, then
+        with the copies put back (:func:`~graphsys.samplers.duplicates.restore_copies`)."""
+        dst_t = torch.from_numpy(dst)
+        src_nodes, local = self._relabel(copies.first_copies(dst_t).numpy(), sources,
+                                         num_nodes)
+        src_t, local_t = restore_copies(dst_t, copies, torch.from_numpy(src_nodes),
+                                        torch.from_numpy(local))
+        return src_t.numpy(), local_t.numpy()
 
     def __getstate__(self) -> dict:
         # Samplers travel to worker processes: the map and the lock stay behind.

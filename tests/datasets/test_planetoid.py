@@ -9,9 +9,10 @@ import shutil
 import numpy as np
 import pytest
 import scipy.sparse as sp
+import torch
 
 from graphsys import InputFormatError, UnsafePickleError, load_dataset, verify_dataset
-from graphsys.datasets.planetoid import prepare_planetoid, read_planetoid
+from graphsys.datasets.planetoid import normalize_rows, prepare_planetoid, read_planetoid
 from graphsys.datasets.safe_pickle import safe_load
 
 
@@ -70,6 +71,45 @@ def test_cora_round_trip(planetoid_dir, tmp_path, storage):
     np.testing.assert_array_equal(ds.graph.indices.numpy(), data.graph.indices.numpy())
     assert ds.manifest.splits == {"train": 140, "val": 500, "test": 1000}
     assert verify_dataset(tmp_path / "cora", progress=False).ok
+
+
+def test_normalize_rows_divides_by_row_sums_and_keeps_zero_rows():
+    x = np.array([[1, 0, 3], [0, 0, 0], [0.5, 0.25, 0.25], [2, 2, 0]], dtype=np.float32)
+    got = normalize_rows(x)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got[1], 0)  # CiteSeer's featureless nodes stay 0
+    np.testing.assert_allclose(got, [[0.25, 0, 0.75], [0, 0, 0], [0.5, 0.25, 0.25],
+                                     [0.5, 0.5, 0]], rtol=1e-7)
+    np.testing.assert_array_equal(x[1], 0)  # the input is left as it was
+
+
+@pytest.mark.parametrize("storage", ["raw", "zarr"])
+def test_row_normalize_writes_dgl_features(planetoid_dir, tmp_path, storage):
+    raw = read_planetoid(planetoid_dir, "cora").features
+    manifest = prepare_planetoid(planetoid_dir, tmp_path / "cora", "cora",
+                                 feature_storage=storage, row_normalize=True)
+    assert manifest.source["row_normalize"] is True
+    ds = load_dataset(tmp_path / "cora")
+    assert ds.manifest.source["row_normalize"] is True
+    features = (ds.features if storage == "raw" else ds.features.to_tensor()).numpy()
+    sums = raw.sum(1, keepdims=True)
+    expected = np.divide(raw, sums, out=np.zeros_like(raw), where=sums != 0)
+    np.testing.assert_array_equal(features, expected)  # binary rows: exactly x / sum
+    np.testing.assert_allclose(features.sum(1), np.where(sums[:, 0] > 0, 1.0, 0.0), rtol=1e-5)
+    g = ds[0]  # DGL's dataset[0]: the same features, and the split masks
+    np.testing.assert_array_equal(np.asarray(g.ndata["feat"][:]), expected)
+    for split, count in (("train", 140), ("val", 500), ("test", 1000)):
+        mask = g.ndata[f"{split}_mask"]
+        assert mask.dtype == torch.bool and int(mask.sum()) == count
+        assert torch.equal(torch.nonzero(mask).squeeze(1), getattr(ds, f"{split}_idx").long())
+    assert verify_dataset(tmp_path / "cora", progress=False).ok
+
+
+def test_default_keeps_the_raw_features_byte_for_byte(planetoid_dir, tmp_path):
+    raw = read_planetoid(planetoid_dir, "cora").features
+    manifest = prepare_planetoid(planetoid_dir, tmp_path / "cora", "cora")
+    assert "row_normalize" not in manifest.source  # earlier manifests: no new key
+    assert (tmp_path / "cora" / "features.bin").read_bytes() == raw.tobytes()
 
 
 class Exploit:

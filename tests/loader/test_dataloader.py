@@ -316,8 +316,6 @@ def test_bad_arguments(graph, kwargs, error):
 
 
 def test_bad_seeds_and_sampler(graph):
-    with pytest.raises(ValueError, match="duplicate"):
-        DataLoader(graph, [1, 2, 1], NeighborSampler([2]))
     with pytest.raises(IndexError, match=str(NUM_NODES)):
         DataLoader(graph, [1, NUM_NODES], NeighborSampler([2]))
     with pytest.raises(TypeError):

@@ -274,12 +274,6 @@ def test_non_integer_seeds(seeds):
         NeighborSampler([2]).sample(mixed_graph(), seeds)
 
 
-@pytest.mark.parametrize("seeds", [[3, 4, 3], torch.tensor([0, 0]), np.array([59, 1, 2, 59])])
-def test_duplicate_seeds(seeds):
-    with pytest.raises(ValueError, match="duplicate"):
-        NeighborSampler([2]).sample(mixed_graph(), seeds)
-
-
 @pytest.mark.parametrize("fanouts", [[], [0], [-2], [1.5], [3, 0], [True], ["2"]])
 def test_bad_fanouts(fanouts):
     with pytest.raises(ValueError, match="fanout"):
