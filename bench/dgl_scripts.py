@@ -11,7 +11,9 @@ Every run is a fresh process started by ``bench/_dgl_script_runner.py`` (the sam
 in both venvs), with the same threads (``torch.set_num_threads``, ``OMP_NUM_THREADS``,
 ``MKL_NUM_THREADS``, ``NUMBA_NUM_THREADS``). One untimed run of each contender first
 (page cache, numba's on-disk kernel cache, DGL's and torch's first imports), then
-``--rounds`` rounds in which the contenders alternate, the order flipping each round.
+``--rounds`` rounds in which the contenders take turns, the order rotating each round.
+Three contenders: graphsys in its own venv (torch 2.13, what a user installs), the same
+graphsys script in DGL's venv (torch 2.2.1: only the library differs), and DGL.
 Reported per script and contender: the median and every round of ``main()`` seconds (the
 training and evaluation the script does) and of the whole process' wall time (imports
 and start-up too), test accuracy per round, and the ratios DGL / graphsys (> 1: graphsys
@@ -31,6 +33,7 @@ import argparse
 import ast
 import json
 import os
+import re
 import shlex
 import statistics
 import subprocess
@@ -53,7 +56,9 @@ DGL_PYTHON = BENCH / ".dgl-venv" / "bin" / "python"
 RESULTS = BENCH / "results"
 RUNNER = BENCH / "_dgl_script_runner.py"
 SCRIPTS = ("node_classification.py", "gat.py")
+CONTENDERS = ("graphsys", "graphsys_dgl_torch", "dgl")
 TARGET = 1.3
+EPOCH_LINE = re.compile(r"Epoch (\d+) \|.*\| Time ([0-9.]+)s")
 
 GRAPHSYS_IMPORTS = (
     "import graphsys as dgl\n"
@@ -129,6 +134,9 @@ def run_once(python: Path, script: Path, threads: int, argv: list[str],
                            f"{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
     out = json.loads(lines[-1][len("RESULT "):])
     out["wall_s"] = wall
+    # The scripts print "Epoch N | ... | Time T s" (DGL's format); epoch 0 pays the
+    # first-use costs (numba's runtime, torch's first optimizer step), so it is left out.
+    out["epoch_s"] = [float(t) for n, t in EPOCH_LINE.findall(proc.stdout) if int(n) > 0]
     return out
 
 
@@ -136,7 +144,10 @@ def summarise(runs: list[dict]) -> dict:
     main_s = [r["main_s"] for r in runs]
     wall = [r["wall_s"] for r in runs]
     acc = [r["result"]["test_acc"] for r in runs]
-    return {"main_s": main_s, "wall_s": wall, "import_s": [r["import_s"] for r in runs],
+    epochs = [t for r in runs for t in r["epoch_s"]]
+    return {"epoch_s_median": statistics.median(epochs) if epochs else None,
+            "epochs_timed": len(epochs), "main_s": main_s, "wall_s": wall,
+            "import_s": [r["import_s"] for r in runs],
             "test_acc": acc, "main_s_median": statistics.median(main_s),
             "wall_s_median": statistics.median(wall),
             "test_acc_mean": statistics.fmean(acc), "torch": runs[0]["torch"],
@@ -152,21 +163,25 @@ def plot(result: dict, path: Path) -> None:
     scripts = list(result["scripts"])
     fig, ax = plt.subplots(figsize=(7, 3.8))
     x = np.arange(len(scripts))
-    for i, (name, colour) in enumerate((("graphsys", "tab:blue"), ("dgl", "tab:orange"))):
+    bars = (("graphsys", "tab:blue", "graphsys (torch 2.13)"),
+            ("graphsys_dgl_torch", "tab:cyan", "graphsys (DGL's torch 2.2.1)"),
+            ("dgl", "tab:orange", "DGL 2.1.0 (torch 2.2.1)"))
+    for i, (name, colour, label) in enumerate(bars):
         med = [result["scripts"][s][name]["main_s_median"] for s in scripts]
         each = [result["scripts"][s][name]["main_s"] for s in scripts]
-        ax.bar(x + (i - 0.5) * 0.38, med, 0.36, color=colour, label=name)
+        ax.bar(x + (i - 1) * 0.27, med, 0.25, color=colour, label=label)
         for j, vals in enumerate(each):
-            ax.scatter([x[j] + (i - 0.5) * 0.38] * len(vals), vals, color="black", s=8, zorder=3)
+            ax.scatter([x[j] + (i - 1) * 0.27] * len(vals), vals, color="black", s=8, zorder=3)
     for j, s in enumerate(scripts):
-        ratio = result["scripts"][s]["dgl_over_graphsys_main"]
-        top = max(result["scripts"][s][n]["main_s_median"] for n in ("graphsys", "dgl"))
-        ax.text(x[j], top * 1.04, f"DGL / graphsys {ratio:.2f}x", ha="center", fontsize=9)
+        r = result["scripts"][s]
+        top = max(r[n]["main_s_median"] for n in CONTENDERS)
+        ax.text(x[j], top * 1.04, f"DGL / graphsys {r['dgl_over_graphsys_main']:.2f}x, same "
+                f"torch {r['dgl_over_graphsys_dgl_torch_main']:.2f}x", ha="center", fontsize=8)
     ax.set_xticks(x, [f"examples/dgl/{s}" for s in scripts])
     ax.set_ylabel("main() seconds (median; dots: rounds)")
     ax.set_title(f"Same script, imports swapped ({result['config']['threads']} threads, "
                  f"{result['config']['dataset_name']})", fontsize=10)
-    ax.legend(loc="lower right")
+    ax.legend(loc="lower right", fontsize=8)
     ax.set_ylim(0, ax.get_ylim()[1] * 1.1)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.partial.png")
@@ -214,17 +229,21 @@ def main(argv: list[str] | None = None) -> int:
             ours = ROOT / "examples" / "dgl" / script
             twin = tmp / f"dgl_{script}"
             twin.write_text(dgl_twin(ours.read_text()))
+            ours_args = ["--dataset", str(dataset), *extra]
             contenders[script] = {
-                "graphsys": (Path(sys.executable), ours, ["--dataset", str(dataset), *extra]),
+                "graphsys": (Path(sys.executable), ours, ours_args),
+                # the same script on DGL's torch (and numpy): only the library differs
+                "graphsys_dgl_torch": (args.dgl_python, ours, ours_args),
                 "dgl": (args.dgl_python, twin, ["--dataset", str(npz_dir), *extra]),
             }
-        runs: dict = {s: {"graphsys": [], "dgl": []} for s in args.scripts}
+        runs: dict = {s: {who: [] for who in CONTENDERS} for s in args.scripts}
         for script, pair in contenders.items():  # untimed: caches, first imports
             for who, (py, path, av) in pair.items():
                 print(f"warm-up {script} {who} ...", flush=True)
                 run_once(py, path, args.threads, av)
         for rnd in range(args.rounds):
-            order = ("graphsys", "dgl") if rnd % 2 == 0 else ("dgl", "graphsys")
+            shift = rnd % len(CONTENDERS)  # each contender in each position in turn
+            order = CONTENDERS[shift:] + CONTENDERS[:shift]
             for script, pair in contenders.items():
                 for who in order:
                     py, path, av = pair[who]
@@ -243,11 +262,19 @@ def main(argv: list[str] | None = None) -> int:
     scripts: dict = {}
     for script in args.scripts:
         ours, theirs = summarise(runs[script]["graphsys"]), summarise(runs[script]["dgl"])
+        same = summarise(runs[script]["graphsys_dgl_torch"])
         ratio = theirs["main_s_median"] / ours["main_s_median"]
         scripts[script] = {
-            "graphsys": ours, "dgl": theirs,
+            "graphsys": ours, "dgl": theirs, "graphsys_dgl_torch": same,
+            "dgl_over_graphsys_dgl_torch_main": theirs["main_s_median"] / same["main_s_median"],
+            "dgl_over_graphsys_dgl_torch_wall": theirs["wall_s_median"] / same["wall_s_median"],
+            "dgl_over_graphsys_dgl_torch_epoch": (
+                theirs["epoch_s_median"] / same["epoch_s_median"]
+                if same["epoch_s_median"] else None),
             "dgl_over_graphsys_main": ratio,
             "dgl_over_graphsys_wall": theirs["wall_s_median"] / ours["wall_s_median"],
+            "dgl_over_graphsys_epoch": (theirs["epoch_s_median"] / ours["epoch_s_median"]
+                                        if ours["epoch_s_median"] else None),
             "dgl_over_graphsys_main_by_round": [d["main_s"] / g["main_s"] for g, d in
                                                 zip(runs[script]["graphsys"],
                                                     runs[script]["dgl"], strict=True)],
@@ -262,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
                    "threads": args.threads, "epochs": args.epochs or "the scripts' defaults",
                    "timer": "main(): perf_counter in the runner; wall: perf_counter around "
                             "the process; one untimed run of each first; contenders "
-                            "alternate, order flipped each round"},
+                            "take turns, order rotated each round"},
         "scripts": scripts, "profiles": profiles,
         "targets_met": {s: v["met"] for s, v in scripts.items()},
         "load_average_at_start": [round(v, 2) for v in load_start],
@@ -275,11 +302,16 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_bytes(args.out, (json.dumps(result, indent=1) + "\n").encode())
     plot(result, args.out.with_suffix(".png"))
     for s, v in scripts.items():
+        epoch = v["dgl_over_graphsys_epoch"]
         print(f"{s}: graphsys {v['graphsys']['main_s_median']:.2f} s vs DGL "
               f"{v['dgl']['main_s_median']:.2f} s main() -> DGL / graphsys "
               f"{v['dgl_over_graphsys_main']:.2f}x ({'met' if v['met'] else 'MISSED'} "
-              f"target {TARGET}x); test acc {v['graphsys']['test_acc_mean']:.4f} vs "
-              f"{v['dgl']['test_acc_mean']:.4f}", flush=True)
+              f"target {TARGET}x); wall {v['dgl_over_graphsys_wall']:.2f}x; epochs after "
+              f"the first {'n/a' if epoch is None else f'{epoch:.2f}x'}; on DGL's torch: "
+              f"main {v['dgl_over_graphsys_dgl_torch_main']:.2f}x, wall "
+              f"{v['dgl_over_graphsys_dgl_torch_wall']:.2f}x; test acc "
+              f"{v['graphsys']['test_acc_mean']:.4f} vs {v['dgl']['test_acc_mean']:.4f}",
+              flush=True)
     print(f"-> {args.out}", flush=True)
     return 0
 
