@@ -50,10 +50,9 @@ from _machine import gpu_slug, machine  # noqa: E402
 from _powerlaw import powerlaw_graph  # noqa: E402
 from cache_syncs import batches as cache_batches  # noqa: E402
 from cache_syncs import count_syncs  # noqa: E402
+from kernels import REPS, WARMUP, Bench  # noqa: E402  (the one timer of the GPU benches)
 
 from graphsys._atomic import atomic_write_bytes  # noqa: E402
-
-WARMUP, REPS = 3, 10
 
 ILP_SOURCE = r"""
 // Four independent 16-byte loads in flight per thread before any store: flat (row,
@@ -81,29 +80,6 @@ extern "C" __global__ void copy_rows_16_ilp4(unsigned long long src_addr,
     for (; i < total; i += stride) dst[i] = src[ids[i / words] * words + i % words];
 }
 """
-
-
-class Timer:
-    def __init__(self, cuda: bool) -> None:
-        self.cuda = cuda
-
-    def seconds(self, fn: Callable[[], object]) -> float:
-        for _ in range(WARMUP):
-            fn()
-        if self.cuda:
-            torch.cuda.synchronize()
-            start = torch.cuda.Event(enable_timing=True)
-            end = torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(REPS):
-                fn()
-            end.record()
-            end.synchronize()
-            return start.elapsed_time(end) / 1e3 / REPS
-        t0 = time.perf_counter()
-        for _ in range(REPS):
-            fn()
-        return (time.perf_counter() - t0) / REPS
 
 
 def profile_top(fn: Callable[[], object], n: int = 25) -> list[str]:
@@ -160,7 +136,7 @@ def _read(path: str) -> str | None:
         return None
 
 
-def gather_probe(timer: Timer, device: torch.device, table_bytes: int,
+def gather_probe(timer: Bench, device: torch.device, table_bytes: int,
                  gather_bytes: int) -> dict:
     from graphsys.cuda import _runtime, gather_rows
 
@@ -190,15 +166,15 @@ def gather_probe(timer: Timer, device: torch.device, table_bytes: int,
         flat_dst = dst.view(-1)
         words, blocks = row_bytes // 16, sms * 16  # the ILP kernel's shape
         r["pinned_copy_GBps"] = nbytes / timer.seconds(
-            lambda: flat_dst.copy_(src_copy, non_blocking=True)) / 1e9
+            lambda: flat_dst.copy_(src_copy, non_blocking=True), on="gpu") / 1e9
         for name, flat in (("cudahostalloc", alloc), ("hugepage", huge)):
             table = flat.view(-1, row_bytes)
             got = gather_rows(table, ids, out=dst, check=False)
             assert torch.equal(got[:64].cpu(), table[ids_cpu[:64]]), f"{name} gather wrong"
-            r[f"{name}_random_GBps"] = nbytes / timer.seconds(
-                lambda t=table: gather_rows(t, ids, out=dst, check=False)) / 1e9
-            r[f"{name}_sorted_GBps"] = nbytes / timer.seconds(
-                lambda t=table: gather_rows(t, ids_sorted, out=dst, check=False)) / 1e9
+            for order, which in (("random", ids), ("sorted", ids_sorted)):
+                r[f"{name}_{order}_GBps"] = nbytes / timer.seconds(
+                    lambda t=table, w=which: gather_rows(t, w, out=dst, check=False),
+                    on="gpu") / 1e9
             if cuda:
                 def run_ilp(t=table) -> None:
                     _runtime.launch(ilp, blocks, 256, device=device, args=(
@@ -207,7 +183,8 @@ def gather_probe(timer: Timer, device: torch.device, table_bytes: int,
 
                 run_ilp()
                 assert torch.equal(dst[:64].cpu(), table[ids_cpu[:64]]), "ilp gather wrong"
-                r[f"{name}_random_ilp4_GBps"] = nbytes / timer.seconds(run_ilp) / 1e9
+                r[f"{name}_random_ilp4_GBps"] = nbytes / timer.seconds(run_ilp,
+                                                                       on="gpu") / 1e9
         for k in list(r):
             if k.endswith("_GBps") and k != "pinned_copy_GBps":
                 r[k.replace("_GBps", "_over_copy")] = r[k] / r["pinned_copy_GBps"]
@@ -264,7 +241,7 @@ def launch_probe(device: torch.device) -> dict:
     return res
 
 
-def sampling_probe(timer: Timer, device: torch.device, num_nodes: int) -> dict:
+def sampling_probe(timer: Bench, device: torch.device, num_nodes: int) -> dict:
     from graphsys.cuda import GPUNeighborSampler
     from graphsys.cuda.sampling import relabel, sample_layer_gpu
     from graphsys.samplers import NeighborSampler
@@ -289,9 +266,10 @@ def sampling_probe(timer: Timer, device: torch.device, num_nodes: int) -> dict:
         phases = []
         for layer, fanout in enumerate(reversed(fanouts)):
             t_kernels = timer.seconds(
-                lambda d=dst, f=fanout: sample_layer_gpu(indptr, indices, d, f, False, 7))
+                lambda d=dst, f=fanout: sample_layer_gpu(indptr, indices, d, f, False, 7),
+                on="gpu")
             counts, sources = sample_layer_gpu(indptr, indices, dst, fanout, False, 7)
-            t_relabel = timer.seconds(lambda d=dst, s=sources: relabel(d, s))
+            t_relabel = timer.seconds(lambda d=dst, s=sources: relabel(d, s), on="gpu")
             phases.append({"layer": layer, "dst": dst.numel(), "edges": sources.numel(),
                            "kernels_ms": t_kernels * 1e3, "relabel_ms": t_relabel * 1e3})
             dst = relabel(dst, sources)[0]
@@ -380,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         print("--cpu-dry-run needs --out (never bench/results)", file=sys.stderr)
         return 2
     device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
-    timer = Timer(cuda)
+    timer = Bench(device)
     small = not cuda
     result: dict = {"name": "gpu_probe", "device": str(device),
                     "gpu": torch.cuda.get_device_name(device) if cuda else None,
