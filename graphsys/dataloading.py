@@ -4,8 +4,9 @@
 prefetch_node_feats=["feat"], prefetch_labels=["label"]), batch_size=1024)`` runs as in
 DGL, on graphsys's samplers and feature stores. Names load on first use.
 
-Covered: :class:`DataLoader`, :class:`NeighborSampler` (and its old name
-``MultiLayerNeighborSampler``), :class:`MultiLayerFullNeighborSampler`, ``Block``.
+Covered: :class:`DataLoader` (and its old name ``NodeDataLoader``),
+:class:`NeighborSampler` (and its old name ``MultiLayerNeighborSampler``),
+:class:`MultiLayerFullNeighborSampler`, ``Block``.
 Not covered yet: edge-prediction samplers (``as_edge_prediction_sampler``,
 ``negative_sampler``), ``ClusterGCNSampler``, ``ShaDowKHopSampler``, ``LaborSampler``,
 GraphBolt.
@@ -15,6 +16,8 @@ from graphsys._lazy import attach
 
 _NAMES = {
     "DataLoader": "graphsys.loader.dataloader",
+    # DGL's old name for DataLoader, still in DGL 2.1 and in many of its examples
+    "NodeDataLoader": "graphsys.loader.dataloader",
     "NeighborSampler": "graphsys.samplers.neighbor",
     "MultiLayerNeighborSampler": "graphsys.samplers.neighbor",
     "MultiLayerFullNeighborSampler": "graphsys.samplers.neighbor",
@@ -27,6 +30,7 @@ __getattr__, __dir__ = attach(__name__, _NAMES)
 __all__ = [
     "Block",
     "DataLoader",
+    "NodeDataLoader",
     "MiniBatch",
     "MultiLayerFullNeighborSampler",
     "MultiLayerNeighborSampler",

@@ -24,6 +24,7 @@ def test_dgl_names_resolve_lazily() -> None:
         "import graphsys.nn.pytorch as dglnn\n"
         "from graphsys.dataloading import DataLoader, NeighborSampler\n"
         "assert dglnn.SAGEConv is dgl.nn.SAGEConv and DataLoader is dl.DataLoader\n"
+        "assert dl.NodeDataLoader is DataLoader  # DGL's old name\n"
         "print('ok')\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

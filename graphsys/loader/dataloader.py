@@ -452,3 +452,8 @@ class DataLoader:
         finally:
             stop.set()
             worker.join()
+
+
+#: DGL's old name for :class:`DataLoader` (``dgl.dataloading.NodeDataLoader``), still in
+#: DGL 2.1 and in many of its examples.
+NodeDataLoader = DataLoader
