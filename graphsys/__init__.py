@@ -55,7 +55,7 @@ _LAZY = {
 #: ``graphsys.distributed.init()`` in a torchrun script, and DGL's ``dgl.dataloading``
 #: and ``dgl.nn`` for scripts that ``import graphsys as dgl``.
 #: ``graph`` is also DGL's ``dgl.graph((src, dst))``: the subpackage is callable.
-_SUBMODULES = frozenset({"distributed", "dataloading", "graph", "nn"})
+_SUBMODULES = frozenset({"distributed", "dataloading", "graph", "multiprocessing", "nn"})
 
 _getattr, __dir__ = attach(__name__, _LAZY, _SUBMODULES)
 
