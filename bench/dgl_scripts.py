@@ -102,16 +102,15 @@ def export_npz(dataset: Path, out: Path) -> dict:
     """The graphsys dataset's graph, features, labels and masks as one ``.npz``."""
     import graphsys
 
-    g = graphsys.load_dataset(dataset)[0]
+    ds = graphsys.load_dataset(dataset)
+    g = ds[0]
     indptr = g.indptr.numpy()
     dst = np.repeat(np.arange(g.num_nodes()), np.diff(indptr))
     arrays = {"src": g.indices.numpy().astype(np.int64), "dst": dst.astype(np.int64),
               "num_nodes": np.int64(g.num_nodes())}
     for name in ("feat", "label", "train_mask", "val_mask", "test_mask"):
-        value = g.ndata[name]
-        arrays[name] = np.ascontiguousarray(np.asarray(value[:] if not hasattr(value, "numpy")
-                                                       else value.numpy()))
-    arrays["num_classes"] = np.int64(graphsys.load_dataset(dataset).num_classes)
+        arrays[name] = np.ascontiguousarray(np.asarray(g.ndata[name][:]))
+    arrays["num_classes"] = np.int64(ds.num_classes)
     out.mkdir(parents=True, exist_ok=True)
     np.savez(out / "graph.npz", **arrays)
     return {"num_nodes": int(arrays["num_nodes"]), "num_edges": int(len(arrays["src"])),

@@ -158,19 +158,25 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def train_steps(c: Contender, model: GraphSAGE, labels: torch.Tensor,
+                seed_batches: list[np.ndarray], key0: int) -> list[torch.Tensor]:
+    """Adam steps on ``c``'s batches (keys ``key0 + i``); the loss of each, on device."""
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    losses = []
+    for i, seeds in enumerate(seed_batches):
+        blocks, x, out_nodes = c.batch(seeds, key0 + i)
+        loss = F.cross_entropy(model(blocks, x), labels[out_nodes])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.detach())
+    return losses
+
+
 def run_contender(c: Contender, init: GraphSAGE, labels: torch.Tensor,
                   batches: list[np.ndarray], warm: list[np.ndarray]) -> dict:
     def steps(model, seed_batches, key0):
-        opt = torch.optim.Adam(model.parameters(), lr=0.01)
-        losses = []
-        for i, seeds in enumerate(seed_batches):
-            blocks, x, out_nodes = c.batch(seeds, key0 + i)
-            loss = F.cross_entropy(model(blocks, x), labels[out_nodes])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(loss.detach())
-        return losses
+        return train_steps(c, model, labels, seed_batches, key0)
 
     steps(copy.deepcopy(init), warm, 1_000_000)  # JIT, kernels, pinned graph, allocator
     c.bytes = dict.fromkeys(c.bytes, 0)
@@ -201,18 +207,9 @@ def run_contender(c: Contender, init: GraphSAGE, labels: torch.Tensor,
 def deterministic_losses(c: Contender, init: GraphSAGE, labels: torch.Tensor,
                          batches: list[np.ndarray]) -> list[float]:
     """Losses of ``batches`` (untimed) with torch's deterministic algorithms on."""
-    model = copy.deepcopy(init)
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    losses = []
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        for i, seeds in enumerate(batches):
-            blocks, x, out_nodes = c.batch(seeds, i)
-            loss = F.cross_entropy(model(blocks, x), labels[out_nodes])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(loss.detach())
+        losses = train_steps(c, copy.deepcopy(init), labels, batches, 0)
     finally:
         torch.use_deterministic_algorithms(False)
     return torch.stack(losses).cpu().tolist()

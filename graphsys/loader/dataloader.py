@@ -425,14 +425,12 @@ class DataLoader:
         return cores > torch.get_num_threads()
 
     def __iter__(self) -> Iterator[MiniBatch]:
+        epoch = self.epoch
+        self.epoch += 1
         if not self._in_background():
-            epoch = self.epoch
-            self.epoch += 1
             for batch in self._batches(epoch):
                 yield batch.to(self.device) if self.device.type != "cpu" else batch
             return
-        epoch = self.epoch
-        self.epoch += 1
         out: queue.Queue = queue.Queue(maxsize=self.prefetch)
         stop = threading.Event()
         worker = threading.Thread(target=self._produce, args=(epoch, out, stop),
