@@ -130,7 +130,11 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--storage", choices=STORAGE_KINDS, default=d.storage,
                        help="where training reads features: auto (memory if they fit the "
                             "host-cache budget, else packed), memory, mmap, direct "
-                            "(host cache + O_DIRECT), zarr, packed (DiskGNN; packs on first use)")
+                            "(host cache + O_DIRECT), zarr, packed (DiskGNN: each epoch packed "
+                            "while the one before trains)")
+    train.add_argument("--pack-disk", type=_size, default=None,
+                       help="most disk the epoch packs of --storage packed hold at once, e.g. "
+                            "20GB (default: twice the features, or the free space if less)")
     train.add_argument("--plan", type=Path, default=None,
                        help="apply a cache plan (graphsys plan): device cache, victim buffer "
                             "and host-cache size")
@@ -394,7 +398,7 @@ def _train(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay, dropout=args.dropout, feature_norm=args.feature_norm,
         seed=args.seed, eval_every=args.eval_every, eval_batch_size=args.eval_batch_size,
         storage=args.storage, host_cache=args.host_cache,
-        pack_dir=None if args.pack is None else str(args.pack),
+        pack_dir=None if args.pack is None else str(args.pack), pack_disk=args.pack_disk,
         plan=None if args.plan is None else str(args.plan), device=args.device,
         sampler=args.sampler, uva=args.uva, graph_memory=args.graph_memory,
         progress=not args.no_progress, freeze=_freeze_config(args))

@@ -205,7 +205,8 @@ def pack_features(log: SamplingLog, source: Any, out: str | os.PathLike, *,
                   overwrite: bool = False, restart: bool = False,
                   chunk_bytes: int = DEFAULT_CHUNK_BYTES, source_id: str = "",
                   progress: bool = True,
-                  warn: Callable[[str], None] | None = None) -> PackIndex:
+                  warn: Callable[[str], None] | None = None,
+                  admit: Callable[[PackIndex], None] | None = None) -> PackIndex:
     """Pack the rows of ``log``'s batches from ``source`` into the directory ``out``.
 
     Args:
@@ -221,6 +222,8 @@ def pack_features(log: SamplingLog, source: Any, out: str | os.PathLike, *,
         source_id: names the feature data (a checksum); training from other features
             is then refused.
         warn: where the warning about a pack much larger than its features goes.
+        admit: called with the planned index before anything is written (a disk budget
+            waits there for room, or raises to refuse the pack).
 
     Raises:
         DiskSpaceError: before writing, when ``out``'s file system cannot hold the pack
@@ -250,6 +253,8 @@ def pack_features(log: SamplingLog, source: Any, out: str | os.PathLike, *,
                       int(segment_bytes), plan.batch_offsets.tolist(), id_offsets.tolist(),
                       byte_offsets[:-1].tolist(), len(hot), int(id_offsets[-1]),
                       int(byte_offsets[-1]), source_id)
+    if admit is not None:
+        admit(index)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = out.with_name(f".{out.name}.packing")
     if index.overhead > WARN_OVERHEAD and warn is not None:

@@ -7,8 +7,9 @@
 - ``direct``: a host cache of the rows a presampled epoch reads most, then ``O_DIRECT``
   reads of the rest (:class:`TieredStore`);
 - ``zarr``: host cache, then the zarr chunks;
-- ``packed``: DiskGNN packing of every training epoch's batches
-  (:mod:`graphsys.storage.packing`), made on first use and found again by fingerprint;
+- ``packed``: DiskGNN packing, one epoch at a time while the previous one trains
+  (:mod:`graphsys.storage.rolling`), within ``--pack-disk``; or a whole-run pack made by
+  ``graphsys pack`` (``--pack DIR``), whose epochs are served first;
 - ``auto`` (default): ``memory`` when the features fit the host-cache budget,
   ``packed`` otherwise.
 
@@ -40,8 +41,14 @@ from graphsys.storage.host_cache import HostCacheStore, default_host_budget, hot
 from graphsys.storage.memory import TensorStore
 from graphsys.storage.open import disk_source, feature_bytes, open_features
 from graphsys.storage.packed import PackedStore
-from graphsys.storage.packing import DEFAULT_SEGMENT_BYTES, pack_features, pack_summary
+from graphsys.storage.packing import (
+    DEFAULT_SEGMENT_BYTES,
+    pack_features,
+    pack_summary,
+    plan_segments,
+)
 from graphsys.storage.planner import CachePlan, hybrid_for, presample_counts
+from graphsys.storage.rolling import RollingPackStore, default_pack_disk
 from graphsys.storage.tiered import TieredStore
 from graphsys.storage.victim import VictimBuffer
 
@@ -222,22 +229,65 @@ def open_training_features(dataset: Any, config: Any, loader: DataLoader, *,
         counts, _ = access_counts(loader, [0], source.num_rows)
         cache_budget = budget - (read_buffer or 0)
         return TieredStore([hot_cache(source, counts, cache_budget), source]), source, kind
-    # Evaluation reads through it; training reads the pack.
+    # Evaluation reads through it; training reads the packs.
     source = disk_source(dataset, read_buffer=direct_read_buffer(budget))
-    fingerprint = loader_fingerprint(loader, range(config.epochs))
-    path = Path(config.pack_dir) if config.pack_dir else default_pack_dir(dataset, fingerprint)
-    if not (path / "pack.json").is_file():
-        pack_for_training(dataset, config, out=path, loader=loader, log=log)
+    source_id = dataset.manifest.arrays["features"].sha256
+    path = Path(config.pack_dir) if config.pack_dir else None
+    whole = path if path is not None else default_pack_dir(
+        dataset, loader_fingerprint(loader, range(config.epochs)))
+    whole_run = _whole_run_pack(whole, source, source_id, loader, budget, log) \
+        if (whole / "pack.json").is_file() else None
+    if whole_run is not None and set(range(config.epochs)) <= set(whole_run.index.epochs):
+        return whole_run, source, kind
+    if loader.path is not None and loader.path.on_gpu:
+        raise TrainingConfigError(
+            "--storage packed packs epochs as training goes and serves host rows; on the "
+            f"device path pack all {config.epochs} epochs first (graphsys pack --epochs "
+            f"{config.epochs}) and pass --pack DIR")
+    cache_budget, segment = split_budget(budget)
+    if whole_run is not None:  # its hot rows stay cached: its epochs are served as packed
+        cache = whole_run.host_cache
+        segment = whole_run.index.segment_bytes
+    else:  # the hot set of a presample epoch (epoch 0), kept for every epoch
+        counts, presampled = access_counts(loader, [0], source.num_rows)
+        cache = hot_cache(source, counts, cache_budget)
+        # A batch larger than a segment fails here, before any pack is started.
+        plan_segments(presampled, source.row_bytes, segment, cache.cached_mask(),
+                      source.num_rows)
+    if path is not None and whole_run is not None:
+        root = path.with_name(f"{path.name}.epochs")
+    else:
+        root = path or Path(dataset.root) / "packs" / \
+            f"rolling-{loader_fingerprint(loader, [])[:16]}"
+    disk = config.pack_disk or default_pack_disk(feature_bytes(dataset), root)
+    store = RollingPackStore(loader, source, root, host_cache=cache, segment_bytes=segment,
+                             disk_budget=disk, epochs=config.epochs, source_id=source_id,
+                             whole_run=whole_run, log=log)
+    log(f"packed store: {store.describe()}; host cache "
+        f"{format_size(cache.nbytes if cache is not None else 0)}, segments up to "
+        f"{format_size(segment)}")
+    return store, source, kind
+
+
+def _whole_run_pack(path: Path, source: Any, source_id: str, loader: DataLoader, budget: int,
+                    log: Callable[[str], None]) -> PackedStore:
+    """The pack ``graphsys pack`` made at ``path``, checked against this run."""
     # On the device path segments go to the GPU on a copy stream and rows are gathered
     # there; otherwise the store returns host rows.
     on_gpu = loader.path is not None and loader.path.on_gpu
-    store = PackedStore(path, source=source, fingerprint=fingerprint,
-                        source_id=dataset.manifest.arrays["features"].sha256,
+    store = PackedStore(path, source=source, source_id=source_id,
                         device=loader.device if on_gpu else None)
-    log(f"packed store: {store.describe()}")
+    if loader_fingerprint(loader, store.index.epochs) != store.index.fingerprint:
+        store.close()
+        raise TrainingConfigError(
+            f"--pack {path} was packed for other batches (the dataset, seeds, fanouts, "
+            "batch size or seed differ); re-pack with these options (graphsys pack "
+            "--overwrite) or drop --pack, and graphsys packs each epoch as training goes")
+    log(f"whole-run pack {path} ({len(store.index.epochs)} epochs): {store.describe()}")
     if store.memory_bytes > budget:
+        store.close()
         raise TrainingConfigError(
             f"{path} needs {format_size(store.memory_bytes)} of RAM (host cache and segment "
             f"buffers), more than --host-cache {format_size(budget)}; re-pack with this "
             "budget (graphsys pack --host-cache ...)")
-    return store, source, kind
+    return store

@@ -78,6 +78,7 @@ class TrainConfig:
     storage: str = "auto"
     host_cache: int | None = None  # bytes; None = half the available memory
     pack_dir: str | None = None  # default: <dataset>/packs/<fingerprint>
+    pack_disk: int | None = None  # bytes the epoch packs may hold; None: 2x the features
     plan: str | None = None  # a graphsys plan JSON: device cache + victim buffer
     device: str = "cpu"
     #: ``auto``: the device path (GPU sampling, UVA gathers) on a CUDA device when the
@@ -133,6 +134,9 @@ class TrainConfig:
                                       f"one of {', '.join(GRAPH_MEMORY)}")
         if self.host_cache is not None and self.host_cache < 0:
             raise TrainingConfigError(f"host_cache={self.host_cache} must be >= 0 bytes")
+        if self.pack_disk is not None and self.pack_disk <= 0:
+            raise TrainingConfigError(f"pack_disk={self.pack_disk} must be > 0 bytes, e.g. "
+                                      "--pack-disk 20G")
 
     @property
     def num_layers(self) -> int:
@@ -460,6 +464,9 @@ class Trainer:
             if self.out_dir is not None:
                 with open(self.out_dir / METRICS_NAME, "a") as handle:
                     handle.write(json.dumps(asdict(metrics)) + "\n")
+        finish = getattr(self.train_features, "finish", None)
+        if callable(finish):  # epoch packs: none is needed once the run is done
+            finish()
         return self.result()
 
     def _refuse_to_overwrite(self) -> None:

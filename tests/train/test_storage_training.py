@@ -14,7 +14,8 @@ import pytest
 import graphsys
 from graphsys.datasets.synthetic import SyntheticConfig, generate_synthetic
 from graphsys.errors import BudgetError
-from graphsys.storage import PackedStore, TieredStore
+from graphsys.storage import TieredStore
+from graphsys.storage.rolling import RollingPackStore
 from graphsys.train import TrainConfig, Trainer
 
 # 20k nodes x 16 float32 = 1.28 MB of features; batches of 32 seeds with fanouts 3,3
@@ -54,10 +55,12 @@ def test_every_storage_trains_exactly_like_memory(raw, tmp_path) -> None:
     for storage in ("mmap", "direct", "packed"):
         losses, trainer = _losses(raw, storage=storage)
         assert losses == reference, storage
-    # The packed run read its batches from a multi-segment pack, within the budget.
+    # The packed run read every epoch from its own pack, within the budget, and deleted
+    # the packs once done.
     store = trainer.train_features
-    assert isinstance(store, PackedStore) and store.index.num_segments > 2
+    assert isinstance(store, RollingPackStore) and store.packed_epochs == [0, 1]
     assert store.memory_bytes <= BUDGET and store.stats.disk_bytes > 0
+    assert not list(store.root.glob("*epoch-*"))
     assert trainer.history[-1].disk_bytes > 0 and trainer.history[-1].feature_s > 0
     zarr = _make(tmp_path / "zarr", storage="zarr")
     losses, trainer = _losses(zarr, storage="zarr")
