@@ -62,6 +62,37 @@ def _add_loader_options(parser: argparse.ArgumentParser, d: object) -> None:
     parser.add_argument("--seed", type=int, default=d.seed)
 
 
+def _add_infer_parser(commands: argparse._SubParsersAction) -> None:
+    infer = commands.add_parser(
+        "infer", help="write every node's output (logits) of a trained model, out of core")
+    infer.add_argument("path", type=Path, help="dataset directory")
+    infer.add_argument("--checkpoint", type=Path, required=True,
+                       help="a graphsys train run directory (--out) or its checkpoint.pt")
+    infer.add_argument("--out", type=Path, required=True,
+                       help="directory to create: outputs.bin (raw float32 rows) and "
+                            "outputs.json")
+    infer.add_argument("--device", default="cpu")
+    infer.add_argument("--batch-size", type=int, default=4096,
+                       help="destination nodes per inference batch")
+    infer.add_argument("--host-cache", type=_size, default=256 << 20,
+                       help="RAM budget; 1/8 of it is the O_DIRECT read buffer (default 256MB)")
+    infer.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _infer(args: argparse.Namespace) -> int:
+    from graphsys.errors import TrainingConfigError
+    from graphsys.graph.dataset import load_dataset
+    from graphsys.train.export import export_outputs
+
+    if args.batch_size < 1:
+        raise TrainingConfigError(f"--batch-size {args.batch_size} must be >= 1")
+    out = export_outputs(load_dataset(args.path), args.checkpoint, args.out,
+                         device=args.device, batch_size=args.batch_size,
+                         budget=args.host_cache, progress=not args.no_progress)
+    print(f"wrote {out / 'outputs.bin'} ({out / 'outputs.json'} says its shape)")
+    return 0
+
+
 def _add_pack_parser(commands: argparse._SubParsersAction) -> None:
     from graphsys.train.trainer import TrainConfig
 
@@ -269,6 +300,7 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print the manifest as JSON")
 
     _add_train_parser(commands)
+    _add_infer_parser(commands)
     _add_pack_parser(commands)
     _add_plan_parser(commands)
 
@@ -507,7 +539,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``graphsys`` command."""
     args = _parser().parse_args(argv)
     handlers = {"prepare": _prepare, "info": _info, "verify": _verify, "train": _train,
-                "pack": _pack, "plan": _plan}
+                "infer": _infer, "pack": _pack, "plan": _plan}
     try:
         return handlers[args.command](args)
     except GraphsysError as exc:

@@ -38,6 +38,8 @@ from graphsys.train.feature_setup import (
     SAMPLER_KINDS,
     STORAGE_KINDS,
     apply_plan,
+    budget_of,
+    direct_read_buffer,
     open_training_features,
     train_loader,
 )
@@ -399,6 +401,17 @@ class Trainer:
                 f"hold NaN/inf (run graphsys verify) or --lr {self.config.lr} is too high; "
                 f"{kept}")
 
+    def _spill_options(self) -> dict[str, Any]:
+        """Out-of-core evaluation unless features are in RAM: hidden layers go to disk
+        beside the dataset (or the run) and are read back by ``O_DIRECT``."""
+        if self.storage == "memory":
+            return {}
+        root = getattr(self.dataset, "root", None) or self.out_dir
+        if root is None:
+            return {}
+        return {"spill_dir": Path(root),
+                "read_buffer": direct_read_buffer(budget_of(self.config))}
+
     def evaluate(self, ids_list: list[np.ndarray]) -> list[float]:
         """Accuracy on each id set, from one layer-wise full-neighbour inference."""
         nonempty = [ids for ids in ids_list if len(ids)]
@@ -409,7 +422,7 @@ class Trainer:
                                      batch_size=self.config.eval_batch_size,
                                      device=self.device, progress=self.config.progress,
                                      transform=self.transform,
-                                     first_layer=self.frozen_layers)
+                                     first_layer=self.frozen_layers, **self._spill_options())
         pred = logits.argmax(1)
         accs, offset = [], 0
         for ids in ids_list:

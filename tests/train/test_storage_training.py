@@ -197,17 +197,17 @@ def test_out_of_core_training_keeps_rss_under_budget(big) -> None:
     assert _peak_growth(big, "memory", budget) >= feature_bytes
 
 
-def evaluation_overhead(dataset: graphsys.Dataset, budget: int, hidden: int,
-                        eval_batch: int = 4096) -> int:
-    """What evaluation adds (README): the layer-wise hidden states (input and output of a
-    layer, every node), four copies of the largest inference batch's input rows (the
-    eval batch and all its in-neighbours: read, gathered, converted, projected), and the
-    O_DIRECT read buffer (1/8 of the budget, at most 64 MiB)."""
+def evaluation_overhead(dataset: graphsys.Dataset, budget: int, eval_batch: int = 4096) -> int:
+    """What out-of-core evaluation adds (README): the logits of the evaluated nodes (val
+    and test; hidden layers go to disk), four copies of the largest inference batch's
+    input rows (the eval batch and all its in-neighbours: read, gathered, converted,
+    projected), and the O_DIRECT read buffer (1/8 of the budget, at most 64 MiB)."""
     num_nodes, dim = dataset.manifest.arrays["features"].shape
     in_degrees = np.diff(np.asarray(dataset.graph.indptr, dtype=np.int64))
     batch_edges = np.add.reduceat(in_degrees, np.arange(0, num_nodes, eval_batch))
     rows = eval_batch + int(batch_edges.max())
-    return 2 * num_nodes * hidden * 4 + 4 * rows * dim * 4 + min(64 << 20, budget // 8)
+    evaluated = len(dataset.val_idx) + len(dataset.test_idx)
+    return evaluated * dataset.num_classes * 4 + 4 * rows * dim * 4 + min(64 << 20, budget // 8)
 
 
 def test_evaluation_keeps_rss_under_its_stated_bound(big) -> None:
@@ -215,8 +215,7 @@ def test_evaluation_keeps_rss_under_its_stated_bound(big) -> None:
     feature_bytes = dataset.manifest.arrays["features"].nbytes
     budget = feature_bytes // 4
     batch_bytes = 256 * (1 + 5 + 25) * 128 * 4
-    limit = budget + allowed_overhead(batch_bytes) + evaluation_overhead(dataset, budget,
-                                                                         HIDDEN)
+    limit = budget + allowed_overhead(batch_bytes) + evaluation_overhead(dataset, budget)
     growths = {}
     for storage in ("direct", "packed"):
         growths[storage] = growth = _peak_growth(big, storage, budget, eval_every=1)
