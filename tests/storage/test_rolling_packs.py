@@ -22,7 +22,7 @@ from graphsys.loader.dataloader import DataLoader
 from graphsys.samplers.neighbor import NeighborSampler
 from graphsys.storage.host_cache import HostCacheStore
 from graphsys.storage.open import disk_source
-from graphsys.storage.rolling import RollingPackStore, dir_disk_bytes
+from graphsys.storage.rolling import PACK_SLACK, RollingPackStore, dir_disk_bytes
 from graphsys.train import TrainConfig, Trainer
 from graphsys.train.trainer import CHECKPOINT_NAME
 
@@ -59,9 +59,9 @@ def epoch_pack_bytes(raw, tmp_path_factory) -> list[int]:
     trainer = Trainer(raw, _config(storage="packed",
                                    pack_dir=str(tmp_path_factory.mktemp("probe") / "p")))
     trainer.fit()
-    sizes = trainer.train_features.epoch_pack_bytes
-    assert sorted(sizes) == [0, 1, 2]
-    return [sizes[e] for e in range(3)]
+    store = trainer.train_features
+    assert store.parts_per_epoch == {0: 1, 1: 1, 2: 1}  # the default budget holds two
+    return [store.pack_bytes[(e, 0)] for e in range(3)]
 
 
 class DiskWatch:
@@ -106,27 +106,30 @@ def test_three_epochs_on_a_two_epoch_disk_budget(raw, reference, epoch_pack_byte
     assert store.packed_epochs == [0, 1, 2] and store.fallback_epochs == []
     assert watch.samples > 10 and 0 < watch.peak <= two
     assert store.peak_reserved <= two
+    assert sum(store.parts_per_epoch.values()) >= 3
     assert not list(root.glob("*epoch-*"))  # a finished run leaves no pack behind
 
 
-def test_a_one_epoch_budget_packs_each_epoch_after_the_last(raw, reference,
-                                                            epoch_pack_bytes, tmp_path) -> None:
-    one = max(epoch_pack_bytes)
-    losses, trainer, watch = _train_watched(raw, tmp_path / "packs", pack_disk=one)
-    assert losses == reference and trainer.train_features.packed_epochs == [0, 1, 2]
-    assert watch.peak <= one
+def test_a_budget_below_one_epoch_packs_epochs_in_parts(raw, reference, epoch_pack_bytes,
+                                                        tmp_path) -> None:
+    third = max(epoch_pack_bytes) // 3
+    losses, trainer, watch = _train_watched(raw, tmp_path / "packs", pack_disk=third)
+    store = trainer.train_features
+    assert losses == reference and store.packed_epochs == [0, 1, 2]
+    assert store.fallback_epochs == [] and min(store.parts_per_epoch.values()) >= 4
+    assert watch.samples > 10 and watch.peak <= third
 
 
-def test_an_epoch_too_large_for_the_budget_reads_through_the_tiers(raw, reference,
-                                                                  epoch_pack_bytes,
-                                                                  tmp_path) -> None:
+def test_a_part_too_large_for_the_budget_reads_through_the_tiers(raw, reference,
+                                                                 tmp_path) -> None:
     lines: list[str] = []
+    # Smaller than any pack (one segment and the fixed files): every part falls back.
     trainer = Trainer(raw, _config(storage="packed", pack_dir=str(tmp_path / "p"),
-                                   pack_disk=min(epoch_pack_bytes) // 2), log=lines.append)
+                                   pack_disk=PACK_SLACK), log=lines.append)
     assert [m.loss for m in trainer.fit().history] == reference
     assert trainer.train_features.fallback_epochs == [0, 1, 2]
-    warnings = [ln for ln in lines if ln.startswith("warning: epoch")]
-    assert len(warnings) == 3 and "--pack-disk" in warnings[0]
+    warnings = [ln for ln in lines if ln.startswith("warning: batches")]
+    assert len(warnings) == 3 and "--pack-disk" in warnings[0]  # once an epoch
     assert trainer.train_features.stats.tiers["fallback"].rows > 0
 
 
@@ -161,7 +164,9 @@ def test_the_store_serves_epochs_past_its_plan(raw, tmp_path) -> None:
             assert torch.equal(x, truth[batch.input_nodes])
         assert store.epoch == epoch
     assert store.packed_epochs == [0, 1, 2, 3]
+    assert store.parts_per_epoch == {0: 1, 1: 1, 2: 1, 3: 1}
     store.finish()
+    assert [p.name for p in (tmp_path / "r").iterdir()] == ["rolling.json"]
     # The same root with other options is refused, naming the fix.
     other = DataLoader(g, seeds, NeighborSampler([2, 2], seed=1), batch_size=32)
     with pytest.raises(DatasetError, match="other training options"):
@@ -198,8 +203,8 @@ def test_a_killed_packer_leaves_no_half_pack_and_the_run_recovers(raw, reference
     proc = subprocess.run([sys.executable, "-c", _KILLED, str(raw.root), json.dumps(options),
                            str(out)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 9, proc.stderr[-2000:]
-    assert not (root / "epoch-000001").exists()  # never under a pack's name
-    assert (root / ".epoch-000001.packing").is_dir()
+    assert not list(root.glob("epoch-000001.*"))  # never under a pack's name
+    assert list(root.glob(".epoch-000001.*.packing"))
     resumed = (out / CHECKPOINT_NAME).is_file()  # killed after epoch 0 was saved
     trainer = Trainer(raw, _config(storage="packed", pack_dir=str(root)),
                       out_dir=out if resumed else tmp_path / "again")
