@@ -53,9 +53,10 @@ _LAZY = {
 
 #: Subpackages reachable as attributes after a plain ``import graphsys`` (loaded on use):
 #: ``graphsys.distributed.init()`` in a torchrun script, and DGL's ``dgl.dataloading``
-#: and ``dgl.nn`` for scripts that ``import graphsys as dgl``.
+#: ``dgl.function`` and ``dgl.nn`` for scripts that ``import graphsys as dgl``.
 #: ``graph`` is also DGL's ``dgl.graph((src, dst))``: the subpackage is callable.
-_SUBMODULES = frozenset({"distributed", "dataloading", "graph", "multiprocessing", "nn"})
+_SUBMODULES = frozenset({"distributed", "dataloading", "function", "graph", "multiprocessing",
+                         "nn"})
 
 _getattr, __dir__ = attach(__name__, _LAZY, _SUBMODULES)
 

@@ -14,10 +14,11 @@ if [ ! -f "$data/synthetic-small/manifest.json" ]; then
 fi
 $gs verify "$data/synthetic-small"
 $gs train "$data/synthetic-small" --model sage --fanouts 10,10 --batch-size 1024 --epochs 3
-# Out of core: a 16 MB budget for 51 MB of features, so training packs the epoch's
-# batches on disk (DiskGNN) and reads them segment by segment.
+# Out of core: a 16 MB budget for 51 MB of features, so training packs each epoch's
+# batches on disk (DiskGNN) while the epoch before trains, reads them segment by
+# segment, and evaluates with hidden layers spilled to disk.
 $gs train "$data/synthetic-small" --storage packed --host-cache 16MB --fanouts 5,5 \
-    --batch-size 64 --epochs 1 --eval-every 0 --no-progress
+    --batch-size 64 --epochs 2 --eval-every 2 --no-progress
 raw="${GRAPHSYS_PLANETOID:-../shared/data/planetoid}"
 if [ -f "$raw/ind.cora.x" ]; then
   [ -f "$data/cora/manifest.json" ] || \

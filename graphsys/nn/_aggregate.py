@@ -7,13 +7,13 @@ and run on whatever device the block and features are on.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from graphsys.errors import GraphsysError
+from graphsys.graph.message_passing import csr_spmm, spmm_applies
 from graphsys.samplers.block import Block
 
 #: What a layer accepts: source features (destinations are their first rows) or a pair.
@@ -79,34 +79,13 @@ def sum_neighbours(block: Block, h_src: torch.Tensor) -> torch.Tensor:
 
 def _spmm_applies(h_src: torch.Tensor, edge_weight: torch.Tensor | None) -> bool:
     """Whether a CPU sparse-dense product can do the sum (see :func:`_spmm`)."""
-    return (h_src.device.type == "cpu" and h_src.dtype in (torch.float32, torch.float64)
-            and h_src.dim() >= 2
-            and (edge_weight is None or (not edge_weight.requires_grad
-                                         and edge_weight.dim() == 1)))
+    return spmm_applies(h_src, edge_weight)
 
 
 def _spmm(block: Block, h_src: torch.Tensor, edge_weight: torch.Tensor | None) -> torch.Tensor:
-    """The weighted neighbour sum as ``A @ h_src``, ``A`` the block's adjacency in CSR.
-
-    A block's CSC arrays are the CSR rows of ``A[dst, src]`` as they are, so this costs no
-    conversion. Gathering ``[E, F]`` messages and ``index_add_``-ing them writes and reads
-    every message; the product never builds them: 1.4-3.8x faster forward and backward on
-    sampled blocks here, and as deterministic (each output row is one thread's sum, and
-    the backward is the transposed product). CPU only: on CUDA ``index_add_`` stays.
-    """
-    num_dst, num_src = block.num_dst_nodes(), h_src.shape[0]
-    shape = h_src.shape
-    flat = h_src.reshape(num_src, -1)
-    values = (edge_weight.to(flat.dtype) if edge_weight is not None
-              else flat.new_ones(block.num_edges()))
-    indptr, indices = block.indptr, block.indices
-    if indptr.dtype != indices.dtype:
-        indptr = indptr.to(indices.dtype)
-    with warnings.catch_warnings():  # "sparse CSR support is in beta": it is what we use
-        warnings.simplefilter("ignore", UserWarning)
-        adjacency = torch.sparse_csr_tensor(indptr, indices, values, size=(num_dst, num_src),
-                                            check_invariants=False)
-    return (adjacency @ flat).reshape(num_dst, *shape[1:])
+    """The weighted neighbour sum as one sparse-dense product (:func:`csr_spmm`; CPU
+    only: on CUDA ``index_add_`` stays)."""
+    return csr_spmm(block.indptr, block.indices, h_src, edge_weight)
 
 
 def mean_neighbours(block: Block, h_src: torch.Tensor,

@@ -276,6 +276,8 @@ class Trainer:
                                    device=self.device)
         self.train_features, self.eval_features, self.storage = open_training_features(
             dataset, config, self.loader, log=self.log)
+        # The store opened for this run (a plan or the freezer may put a cache in front).
+        self._opened_features = self.train_features
         if config.plan:
             self.train_features = apply_plan(config.plan, self.train_features, self.loader,
                                              device=self.device, log=self.log)
@@ -477,8 +479,8 @@ class Trainer:
             if self.out_dir is not None:
                 with open(self.out_dir / METRICS_NAME, "a") as handle:
                     handle.write(json.dumps(asdict(metrics)) + "\n")
-        finish = getattr(self.train_features, "finish", None)
-        if callable(finish):  # epoch packs: none is needed once the run is done
+        finish = getattr(self._opened_features, "finish", None)
+        if callable(finish):  # packs made as training went: none is needed once done
             finish()
         return self.result()
 
