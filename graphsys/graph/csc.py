@@ -15,7 +15,7 @@ import torch
 
 from graphsys.errors import InputFormatError
 from graphsys.graph import message_passing
-from graphsys.graph.frame import Frame
+from graphsys.graph.frame import Frame, cast_floating
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -153,6 +153,29 @@ class CSCGraph:
                     dict.update(copy, {k: data(v) for k, v in frame.items()})
                 graph.__dict__[name] = copy
         return graph
+
+    # -- DGL's feature dtype casts (g.half(), dgl.to_float(g), ...) -----------------------
+    def _cast_features(self, dtype: torch.dtype) -> CSCGraph:
+        """A shallow copy whose floating-point ``ndata``/``edata`` are ``dtype`` (stores
+        are converted as their rows are read); other data is shared as is."""
+        return self._with_structure(self.indptr, self.indices,
+                                    data=lambda v: cast_floating(v, dtype))
+
+    def half(self) -> CSCGraph:
+        """float16 floating-point features, like DGL's ``g.half()`` / ``dgl.to_half``."""
+        return self._cast_features(torch.float16)
+
+    def float(self) -> CSCGraph:
+        """float32 floating-point features, like DGL's ``g.float()``."""
+        return self._cast_features(torch.float32)
+
+    def double(self) -> CSCGraph:
+        """float64 floating-point features, like DGL's ``g.double()``."""
+        return self._cast_features(torch.float64)
+
+    def bfloat16(self) -> CSCGraph:
+        """bfloat16 floating-point features (``half()`` with torch's bfloat16)."""
+        return self._cast_features(torch.bfloat16)
 
     # -- DGL's index dtype ----------------------------------------------------------------
     @property

@@ -99,3 +99,51 @@ def _describe(value: Any) -> str:
     if shape is not None:
         return f"{type(value).__name__}(shape={tuple(shape)}, dtype={dtype})"
     return type(value).__name__
+
+
+class CastRows:
+    """A feature store's rows in another floating dtype, converted as they are read, so
+    ``g.half()`` keeps out-of-core features out of core. (A tensor, memory-mapped ones
+    included, is cast whole into RAM, as DGL does: scripts use it as a tensor.)
+    """
+
+    def __init__(self, store: Any, dtype: Any) -> None:
+        self.store, self.dtype = store, dtype
+        self.num_rows, self.dim = int(store.num_rows), int(store.dim)
+        self.device = getattr(store, "device", None)
+        self.stats = getattr(store, "stats", None)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.num_rows, self.dim)
+
+    def __len__(self) -> int:
+        return self.num_rows
+
+    def read(self, ids: Any, out: Any = None) -> Any:
+        rows = self.store.read(ids).to(self.dtype)
+        return rows if out is None else out.copy_(rows)
+
+    def __getitem__(self, ids: Any) -> Any:
+        return self.store[ids].to(self.dtype)
+
+    def to(self, device: Any, non_blocking: bool = False) -> CastRows:
+        return CastRows(self.store.to(device), self.dtype)
+
+    __iter__ = None
+
+    def __repr__(self) -> str:
+        return f"CastRows({self.store!r}, dtype={self.dtype})"
+
+
+def cast_floating(value: Any, dtype: Any) -> Any:
+    """``value`` in ``dtype`` if it holds floating-point rows, else ``value`` itself."""
+    current = getattr(value, "dtype", None)
+    is_float = getattr(current, "is_floating_point", False)
+    if not is_float or current == dtype:
+        return value
+    if hasattr(value, "to") and hasattr(value, "index_select"):  # a tensor
+        return value.to(dtype)
+    if isinstance(value, CastRows):
+        return CastRows(value.store, dtype) if value.store.dtype != dtype else value.store
+    return CastRows(value, dtype)

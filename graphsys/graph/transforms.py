@@ -127,3 +127,18 @@ def add_reverse_edges(g: CSCGraph, readonly: Any = None, copy_ndata: bool = True
     new = {k: torch.cat([v, v[mask.to(v.device)]]) for k, v in edata.items()}
     return _build(g, np.concatenate([src, dst[rev]]), np.concatenate([dst, src[rev]]), new,
                   copy_ndata)
+
+
+def to_half(g: CSCGraph) -> CSCGraph:
+    """DGL's ``dgl.to_half``: a shallow copy with float16 floating-point features."""
+    return g.half()
+
+
+def to_float(g: CSCGraph) -> CSCGraph:
+    """DGL's ``dgl.to_float``: a shallow copy with float32 floating-point features."""
+    return g.float()
+
+
+def to_double(g: CSCGraph) -> CSCGraph:
+    """DGL's ``dgl.to_double``: a shallow copy with float64 floating-point features."""
+    return g.double()

@@ -149,3 +149,34 @@ def test_find_edges_reads_csc_positions() -> None:
     assert torch.equal(s, src[eids]) and torch.equal(d, dst[eids])
     with pytest.raises(IndexError):
         g.find_edges([7])
+
+
+def test_feature_casts_convert_floats_only_and_keep_stores_out_of_core(toy_dataset) -> None:
+    g = graphsys.load_dataset(toy_dataset)[0]
+    g.ndata["stored"] = TensorStore(g.ndata["feat"].clone())  # a feature store entry
+    g.edata["w"] = torch.rand(g.num_edges(), dtype=torch.float64)
+    g.edata["n"] = torch.arange(g.num_edges())
+    half = graphsys.to_half(g)
+    for name in ("feat", "stored"):
+        assert half.ndata[name].dtype == torch.float16
+    assert half.edata["w"].dtype == torch.float16
+    assert half.edata["n"] is g.edata["n"] and half.ndata["label"] is g.ndata["label"]
+    ids = torch.tensor([3, 0, 7])
+    feat = g.ndata["feat"][ids]
+    assert torch.equal(half.ndata["feat"][ids], feat.half())  # a tensor: cast, as DGL does
+    stored = half.ndata["stored"]
+    assert not isinstance(stored, torch.Tensor)  # a store: its rows cast as they are read
+    assert torch.equal(stored[ids], feat.half()) and torch.equal(stored.read(ids), feat.half())
+    assert g.ndata["feat"].dtype == torch.float32  # the original graph is not modified
+    back = half.float()
+    assert back.ndata["stored"] is g.ndata["stored"]  # float of a cast store: the store
+    assert back.edata["w"].dtype == torch.float32
+    assert graphsys.to_double(g).edata["w"] is g.edata["w"]  # already float64: shared
+    assert g.bfloat16().ndata["stored"][ids].dtype == torch.bfloat16
+    # A loader prefetching from the cast graph delivers float16 rows.
+    sampler = graphsys.NeighborSampler([2], prefetch_node_feats=["stored"])
+    loader = graphsys.DataLoader(half, torch.arange(4), sampler, batch_size=4)
+    _, _, blocks = next(iter(loader))
+    x = blocks[0].srcdata["stored"]
+    assert x.dtype == torch.float16
+    assert torch.equal(x, g.ndata["feat"][blocks[0].srcdata[graphsys.NID]].half())
