@@ -260,6 +260,9 @@ def open_training_features(dataset: Any, config: Any, loader: DataLoader, *,
         root = path or Path(dataset.root) / "packs" / \
             f"rolling-{loader_fingerprint(loader, [])[:16]}"
     disk = config.pack_disk or default_pack_disk(feature_bytes(dataset), root)
+    if not config.pack_disk and disk < 2 * feature_bytes(dataset):
+        log(f"pack disk budget {format_size(disk)}: what the disk holding {root} has free "
+            "(keeping 256 MiB spare), less than twice the features")
     store = RollingPackStore(loader, source, root, host_cache=cache, segment_bytes=segment,
                              disk_budget=disk, epochs=config.epochs, source_id=source_id,
                              whole_run=whole_run, log=log)
