@@ -30,6 +30,7 @@ bytes per sampled input row) while that epoch is packed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -167,6 +168,10 @@ class RollingPackStore(StoreBase):
         self.whole_run = whole_run
         self._whole_epochs = set(whole_run.index.epochs) if whole_run is not None else set()
         self.fingerprint = loader_fingerprint(loader, [])
+        # Packs leave the host cache's rows out and cut segments at segment_bytes: packs
+        # made around another cache or segment size are not reused (see _claim_root).
+        hot = host_cache.cached_ids.numpy().tobytes() if host_cache is not None else b""
+        self.layout = hashlib.sha256(hot + str(self.segment_bytes).encode()).hexdigest()[:16]
         self._claim_root()
         self._fallback = TieredStore([host_cache, source]) if host_cache is not None else source
         self._cached = host_cache.cached_mask() if host_cache is not None else None
@@ -195,7 +200,7 @@ class RollingPackStore(StoreBase):
         self.root.mkdir(parents=True, exist_ok=True)
         marker = self.root / ROOT_FILE
         spec = {"format": "graphsys.rolling-pack", "fingerprint": self.fingerprint,
-                "source_id": self.source_id}
+                "source_id": self.source_id, "layout": self.layout}
         if marker.is_file():
             try:
                 saved = json.loads(marker.read_text())
@@ -206,8 +211,17 @@ class RollingPackStore(StoreBase):
                 raise DatasetError(
                     f"{self.root} holds packs for other training options or features (its "
                     "rolling.json differs); pass another --pack directory or delete this one")
-        else:
-            atomic_write_bytes(marker, (json.dumps(spec, indent=1) + "\n").encode())
+            if saved.get("layout") == self.layout:
+                return
+            # The same batches around another host cache or segment size (--host-cache
+            # changed): those packs are of no use here; they are ours to delete.
+            for paths in self._on_disk().values():
+                for path in paths:
+                    if path.is_dir():
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        path.unlink(missing_ok=True)
+        atomic_write_bytes(marker, (json.dumps(spec, indent=1) + "\n").encode())
 
     def pack_path(self, unit: Unit, stop: int) -> Path:
         return self.root / f"epoch-{unit[0]:06d}.b{unit[1]:07d}-{stop:07d}"

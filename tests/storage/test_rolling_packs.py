@@ -212,3 +212,24 @@ def test_a_killed_packer_leaves_no_half_pack_and_the_run_recovers(raw, reference
     losses = [m.loss for m in trainer.fit().history]
     assert losses == reference, start
     assert not list(root.glob("*epoch-*"))
+
+
+def test_packs_around_another_host_cache_are_not_reused(raw, tmp_path) -> None:
+    g = raw.graph
+    seeds = torch.as_tensor(np.asarray(raw.train_idx[:64]))
+    loader = DataLoader(g, seeds, NeighborSampler([3, 3], seed=1), batch_size=32, seed=1)
+    source = disk_source(raw)
+    stores = []
+    for step in (7, 5):  # a resumed run with another --host-cache: other hot rows
+        cache = HostCacheStore(source, torch.arange(0, NODES, step), budget=BUDGET)
+        store = RollingPackStore(loader, source, tmp_path / "r", host_cache=cache,
+                                 segment_bytes=64 << 10, disk_budget=FEATURE_BYTES, epochs=1,
+                                 log=lambda line: None)
+        loader.features = store
+        truth = torch.from_numpy(np.asarray(raw.features[:]))
+        for batch in loader:
+            assert torch.equal(batch.blocks[0].srcdata["feat"], truth[batch.input_nodes])
+        loader.set_epoch(0)
+        store.close()  # a killed run: its packs stay on disk
+        stores.append(store)
+    assert stores[0].layout != stores[1].layout
