@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from graphsys.errors import InputFormatError
-from graphsys.graph import message_passing
 from graphsys.graph.frame import Frame, cast_floating
+from graphsys.graph.message_passing import MessagePassing
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -36,7 +36,7 @@ def index_dtype_for(num_nodes: int) -> np.dtype:
     return np.dtype(np.int32) if num_nodes <= INT32_LIMIT else np.dtype(np.int64)
 
 
-class CSCGraph:
+class CSCGraph(MessagePassing):
     """A directed graph stored as CSC arrays.
 
     Args:
@@ -228,22 +228,6 @@ class CSCGraph:
 
         return transforms.to_simple(self, return_counts, writeback_mapping, copy_ndata,
                                     copy_edata)
-
-    # -- DGL's message passing (graphsys.graph.message_passing) -------------------------
-    def update_all(self, message_func: Any, reduce_func: Any, apply_node_func: Any = None
-                   ) -> None:
-        """DGL's ``update_all`` with built-in functions (:mod:`graphsys.function`)."""
-        if apply_node_func is not None:
-            raise TypeError("apply_node_func is not supported; apply it to the result")
-        message_passing.update_all(self, message_func, reduce_func)
-
-    def apply_edges(self, func: Any) -> None:
-        """DGL's ``apply_edges`` with a built-in message function into ``edata``."""
-        message_passing.apply_edges(self, func)
-
-    def local_scope(self) -> Any:
-        """DGL's ``with g.local_scope():``: frame entries set inside are dropped after."""
-        return message_passing.local_scope(self)
 
     def add_reverse_edges(self, readonly: Any = None, copy_ndata: bool = True,
                           copy_edata: bool = False, ignore_bipartite: bool = False,

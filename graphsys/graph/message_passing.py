@@ -271,3 +271,23 @@ def local_scope(graph: Any) -> Iterator[Any]:
         for frame, old in zip(frames, saved, strict=True):
             dict.clear(frame)
             dict.update(frame, old)
+
+
+class MessagePassing:
+    """DGL's message-passing methods, for graphs with CSC arrays and DGL's frames (a
+    whole :class:`~graphsys.graph.csc.CSCGraph`, a sampled block)."""
+
+    def update_all(self, message_func: Any, reduce_func: Any, apply_node_func: Any = None
+                   ) -> None:
+        """DGL's ``update_all`` with built-in functions (:mod:`graphsys.function`)."""
+        if apply_node_func is not None:
+            raise TypeError("apply_node_func is not supported; apply it to the result")
+        update_all(self, message_func, reduce_func)
+
+    def apply_edges(self, func: Any) -> None:
+        """DGL's ``apply_edges`` with a built-in message function into ``edata``."""
+        apply_edges(self, func)
+
+    def local_scope(self) -> Any:
+        """DGL's ``with g.local_scope():``: frame entries set inside are dropped after."""
+        return local_scope(self)

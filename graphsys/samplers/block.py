@@ -13,8 +13,8 @@ from typing import Any, NamedTuple
 
 import torch
 
-from graphsys.graph import message_passing
 from graphsys.graph.frame import Frame
+from graphsys.graph.message_passing import MessagePassing
 
 #: Key under which ``srcdata``/``dstdata`` hold global node ids (DGL's ``dgl.NID``).
 NID = "_ID"
@@ -22,7 +22,7 @@ NID = "_ID"
 EID = "_ID"
 
 
-class Block:
+class Block(MessagePassing):
     """One layer's message-flow graph with DGL-style ``srcdata``/``dstdata``.
 
     Args:
@@ -178,22 +178,6 @@ class Block:
                 dict.__setitem__(data, k, pin(v))  # same shapes: skip the frame's check
         dict.__setitem__(self.dstdata, NID, self.srcdata[NID][: self._num_dst])
         return self
-
-    # -- DGL's message passing (graphsys.graph.message_passing) -------------------------
-    def update_all(self, message_func: Any, reduce_func: Any, apply_node_func: Any = None
-                   ) -> None:
-        """DGL's ``update_all`` with built-in functions (:mod:`graphsys.function`)."""
-        if apply_node_func is not None:
-            raise TypeError("apply_node_func is not supported; apply it to the result")
-        message_passing.update_all(self, message_func, reduce_func)
-
-    def apply_edges(self, func: Any) -> None:
-        """DGL's ``apply_edges`` with a built-in message function into ``edata``."""
-        message_passing.apply_edges(self, func)
-
-    def local_scope(self) -> Any:
-        """DGL's ``with g.local_scope():``: frame entries set inside are dropped after."""
-        return message_passing.local_scope(self)
 
     def to_dgl(self) -> Any:
         """This block as a ``dgl.DGLBlock`` (needs DGL), with ``dgl.NID`` and all data."""
