@@ -109,6 +109,7 @@ from graphsys.train.feature_setup import (  # noqa: E402
     access_counts,
     direct_read_buffer,
     hot_cache,
+    largest_batch_bytes,
     split_budget,
 )
 
@@ -501,7 +502,7 @@ def open_packed(ds: graphsys.Dataset, loader: graphsys.DataLoader, counts: np.nd
     entry, budget = ds.manifest.arrays["features"], spec["budget"]
     start = time.perf_counter()
     source = disk_source(ds, read_buffer=direct_read_buffer(budget))
-    cache_budget, segment = split_budget(budget)
+    cache_budget, segment = split_budget(budget, spec.get("largest_batch_bytes", 0))
     cache = hot_cache(source, counts, cache_budget)
     cache_s = time.perf_counter() - start
     root = Path(spec["pack_root"])
@@ -647,6 +648,11 @@ def run_phase(phase: str, name: str, ds: graphsys.Dataset, loader: graphsys.Data
     return result
 
 
+def spec_row_bytes(ds: graphsys.Dataset) -> int:
+    entry = ds.manifest.arrays["features"]
+    return int(entry.shape[1]) * np.dtype(entry.dtype).itemsize
+
+
 def worker(spec: dict) -> None:
     """One contender, both passes, in this (fresh) process; results to spec['result']."""
     name = spec["contender"]
@@ -656,7 +662,10 @@ def worker(spec: dict) -> None:
     log = offline_sample(loader, [MEASURED_EPOCH])
     counts = None
     if name in ("tiered", "packed"):  # the presample epoch, never the measured one
-        counts, _ = access_counts(loader, [PRESAMPLE_EPOCH], loader.graph.num_nodes())
+        counts, presampled = access_counts(loader, [PRESAMPLE_EPOCH], loader.graph.num_nodes())
+        # Segments hold the presample's largest batch, as --storage packed sizes them.
+        spec = {**spec, "largest_batch_bytes": largest_batch_bytes(
+            presampled, spec_row_bytes(ds))}
     groups = {phase: Cgroup(Path(p), spec["cgroup_version"]) if p else None
               for phase, p in spec["cgroups"].items()}
     result = {"contender": name, "batches_digest": log_digest(log),

@@ -143,11 +143,25 @@ def apply_plan(path: str | os.PathLike, store: Any, loader: DataLoader, *,
     return cache
 
 
-def split_budget(budget: int) -> tuple[int, int]:
-    """``(host cache bytes, segment bytes)`` of a packed run within ``budget``."""
+def split_budget(budget: int, largest_batch_bytes: int = 0) -> tuple[int, int]:
+    """``(host cache bytes, segment bytes)`` of a packed run within ``budget``.
+
+    A segment is 1/8 of the budget (at most 256 MiB), or as large as the largest batch's
+    rows (``largest_batch_bytes``, from a presample) when that is more, up to half the
+    budget: every batch must fit one segment, and the host cache gives way first.
+    """
+    segment = min(DEFAULT_SEGMENT_BYTES, budget // 8)
+    if largest_batch_bytes > segment:
+        segment = min(budget // 2, largest_batch_bytes + ALIGN)
     # Whole pages, so the two page-aligned segment buffers stay inside the budget.
-    segment = min(DEFAULT_SEGMENT_BYTES, budget // 8) // ALIGN * ALIGN
+    segment = segment // ALIGN * ALIGN
     return budget - 2 * segment, segment
+
+
+def largest_batch_bytes(log: Any, row_bytes: int) -> int:
+    """Bytes of the largest batch's input rows in a sampling log."""
+    sizes = np.diff(np.asarray(log.offsets))
+    return int(sizes.max()) * row_bytes if len(sizes) else 0
 
 
 def direct_read_buffer(budget: int) -> int:
@@ -244,12 +258,13 @@ def open_training_features(dataset: Any, config: Any, loader: DataLoader, *,
             "--storage packed packs epochs as training goes and serves host rows; on the "
             f"device path pack all {config.epochs} epochs first (graphsys pack --epochs "
             f"{config.epochs}) and pass --pack DIR")
-    cache_budget, segment = split_budget(budget)
     if whole_run is not None:  # its hot rows stay cached: its epochs are served as packed
         cache = whole_run.host_cache
         segment = whole_run.index.segment_bytes
     else:  # the hot set of a presample epoch (epoch 0), kept for every epoch
         counts, presampled = access_counts(loader, [0], source.num_rows)
+        cache_budget, segment = split_budget(
+            budget, largest_batch_bytes(presampled, source.row_bytes))
         cache = hot_cache(source, counts, cache_budget)
         # A batch larger than a segment fails here, before any pack is started.
         plan_segments(presampled, source.row_bytes, segment, cache.cached_mask(),

@@ -233,3 +233,20 @@ def test_packs_around_another_host_cache_are_not_reused(raw, tmp_path) -> None:
         store.close()  # a killed run: its packs stay on disk
         stores.append(store)
     assert stores[0].layout != stores[1].layout
+
+
+def test_segments_grow_to_the_largest_batch_and_the_host_cache_gives_way(raw, reference,
+                                                                         tmp_path) -> None:
+    from graphsys.train.feature_setup import split_budget
+
+    mb = 1 << 20
+    assert split_budget(1024 * mb) == (768 * mb, 128 * mb)  # 1/8 of the budget each
+    cache, segment = split_budget(200 * mb, 91 * mb)  # a batch larger than 1/8
+    assert 91 * mb <= segment <= 100 * mb and cache == 200 * mb - 2 * segment
+    assert split_budget(200 * mb, 150 * mb)[1] == 100 * mb  # never past half the budget
+    # A budget whose eighth is smaller than a batch (batches of 32 seeds, fanouts 3,3,
+    # read up to 26 KB) still packs, and trains exactly as from RAM.
+    trainer = Trainer(raw, _config(storage="packed", host_cache=120_000,
+                                   pack_dir=str(tmp_path / "p")))
+    assert trainer.train_features.segment_bytes > 120_000 // 8
+    assert [m.loss for m in trainer.fit().history] == reference
