@@ -357,7 +357,8 @@ class CSCGraph(MessagePassing):
 
     def edges(self) -> tuple[torch.Tensor, torch.Tensor]:
         """All edges as ``(src, dst)`` int64 tensors, grouped by destination."""
-        dst = torch.repeat_interleave(torch.arange(self.num_nodes()), self.in_degrees())
+        dst = torch.repeat_interleave(torch.arange(self.num_nodes(), device=self.indptr.device),
+                                      self.in_degrees())
         return self.indices.long(), dst
 
     @property

@@ -107,11 +107,15 @@ def _frames(graph: Any) -> tuple[Frame, Frame, Frame]:
 
 
 def _endpoints(graph: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """Local ``(src, dst)`` of every edge in CSC order, int64."""
-    indptr, indices = graph.indptr, graph.indices
-    counts = (indptr[1:] - indptr[:-1]).long()
-    dst = torch.repeat_interleave(torch.arange(counts.numel(), device=indptr.device), counts)
-    return indices.long(), dst
+    """Local ``(src, dst)`` of every edge in CSC order, int64 (a block caches ``dst``)."""
+    src, dst = graph.edges()
+    return src.long(), dst.long()
+
+
+def _divide_by_in_degree(graph: Any, total: torch.Tensor) -> torch.Tensor:
+    """``total`` over each destination's in-degree (at least 1: no in-edges stays 0)."""
+    deg = (graph.indptr[1:] - graph.indptr[:-1]).clamp(min=1).to(total.dtype)
+    return total / deg.view(-1, *([1] * (total.dim() - 1)))
 
 
 def _field(frame: Frame, name: str, what: str) -> torch.Tensor:
@@ -167,10 +171,7 @@ def reduce_messages(graph: Any, messages: torch.Tensor, op: str) -> torch.Tensor
     shape = (num_dst, *messages.shape[1:])
     if op in ("sum", "mean"):
         out = messages.new_zeros(shape).index_add_(0, dst, messages)
-        if op == "mean":
-            deg = (graph.indptr[1:] - graph.indptr[:-1]).clamp(min=1).to(messages.dtype)
-            out = out / deg.view(-1, *([1] * (messages.dim() - 1)))
-        return out
+        return _divide_by_in_degree(graph, out) if op == "mean" else out
     index = dst.view(-1, *([1] * (messages.dim() - 1))).expand_as(messages)
     reduce = "amax" if op == "max" else "amin"
     # include_self=False: destinations without in-edges keep their zero, as in DGL.
@@ -223,10 +224,7 @@ def _fast_path(graph: Any, message: MessageFunction, reduce: ReduceFunction
     if not spmm_applies(h, weight):
         return None
     out = csr_spmm(graph.indptr, graph.indices, h, weight)
-    if reduce.op == "mean":
-        deg = (graph.indptr[1:] - graph.indptr[:-1]).clamp(min=1).to(out.dtype)
-        out = out / deg.view(-1, *([1] * (out.dim() - 1)))
-    return out
+    return _divide_by_in_degree(graph, out) if reduce.op == "mean" else out
 
 
 def update_all(graph: Any, message_func: Any, reduce_func: Any) -> None:

@@ -71,21 +71,10 @@ def sum_in_edges(block: Block, messages: torch.Tensor) -> torch.Tensor:
 
 def sum_neighbours(block: Block, h_src: torch.Tensor) -> torch.Tensor:
     """``sum_{j -> i} h_src[j]`` for every destination ``i`` (duplicate edges count twice)."""
-    if _spmm_applies(h_src, None):
-        return _spmm(block, h_src, None)
+    if spmm_applies(h_src, None):  # CPU: one sparse-dense product (on CUDA index_add_)
+        return csr_spmm(block.indptr, block.indices, h_src)
     src, _ = edge_endpoints(block)
     return sum_in_edges(block, gather_rows(h_src, src))
-
-
-def _spmm_applies(h_src: torch.Tensor, edge_weight: torch.Tensor | None) -> bool:
-    """Whether a CPU sparse-dense product can do the sum (see :func:`_spmm`)."""
-    return spmm_applies(h_src, edge_weight)
-
-
-def _spmm(block: Block, h_src: torch.Tensor, edge_weight: torch.Tensor | None) -> torch.Tensor:
-    """The weighted neighbour sum as one sparse-dense product (:func:`csr_spmm`; CPU
-    only: on CUDA ``index_add_`` stays)."""
-    return csr_spmm(block.indptr, block.indices, h_src, edge_weight)
 
 
 def mean_neighbours(block: Block, h_src: torch.Tensor,
@@ -196,8 +185,8 @@ def weighted_sum_neighbours(block: Block, h_src: torch.Tensor,
     """``sum_{j -> i} w_ji h_src[j]``; plain :func:`sum_neighbours` without weights."""
     if edge_weight is None:
         return sum_neighbours(block, h_src)
-    if edge_weight.shape[0] == block.num_edges() and _spmm_applies(h_src, edge_weight):
-        return _spmm(block, h_src, edge_weight)
+    if edge_weight.shape[0] == block.num_edges() and spmm_applies(h_src, edge_weight):
+        return csr_spmm(block.indptr, block.indices, h_src, edge_weight)
     src, _ = edge_endpoints(block)
     return sum_in_edges(block, _weighted(gather_rows(h_src, src), edge_weight, block))
 

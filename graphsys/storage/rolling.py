@@ -74,6 +74,14 @@ class _TooLarge(Exception):
         self.need = need
 
 
+def _delete(path: Path) -> None:
+    """Remove a pack, work directory or lock file (gone already is fine)."""
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def dir_disk_bytes(path: Path) -> int:
     """Bytes the files under ``path`` occupy on disk (allocated blocks, not sizes)."""
     total = 0
@@ -148,6 +156,8 @@ class RollingPackStore(StoreBase):
         source_id: the features' identity (packs of other features are refused).
         whole_run: a :class:`PackedStore` of several epochs (``graphsys pack``) whose
             epochs are served from it; the others are packed here.
+        presampled: sampling logs of epochs already sampled offline (``offline_sample``
+            of this loader, one epoch each), used instead of sampling them again.
         log: where the fallback warning goes.
     """
 
@@ -156,6 +166,7 @@ class RollingPackStore(StoreBase):
     def __init__(self, loader: Any, source: Any, root: str | os.PathLike, *, host_cache: Any,
                  segment_bytes: int, disk_budget: int, epochs: int, source_id: str = "",
                  whole_run: PackedStore | None = None,
+                 presampled: dict[int, SamplingLog] | None = None,
                  log: Callable[[str], None] = print) -> None:
         super().__init__(source.num_rows, source.dim, source.dtype, "cpu")
         if disk_budget <= 0:
@@ -166,6 +177,7 @@ class RollingPackStore(StoreBase):
         self.epochs = int(epochs)
         self.source_id, self.log = source_id, log
         self.whole_run = whole_run
+        self._presampled = dict(presampled or {})
         self._whole_epochs = set(whole_run.index.epochs) if whole_run is not None else set()
         self.fingerprint = loader_fingerprint(loader, [])
         # Packs leave the host cache's rows out and cut segments at segment_bytes: packs
@@ -217,10 +229,7 @@ class RollingPackStore(StoreBase):
             # changed): those packs are of no use here; they are ours to delete.
             for paths in self._on_disk().values():
                 for path in paths:
-                    if path.is_dir():
-                        shutil.rmtree(path, ignore_errors=True)
-                    else:
-                        path.unlink(missing_ok=True)
+                    _delete(path)
         atomic_write_bytes(marker, (json.dumps(spec, indent=1) + "\n").encode())
 
     def pack_path(self, unit: Unit, stop: int) -> Path:
@@ -242,11 +251,8 @@ class RollingPackStore(StoreBase):
         return found
 
     def _remove(self, unit: Unit) -> None:
-        for p in self._on_disk().get(unit, []):
-            if p.is_dir():
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                p.unlink(missing_ok=True)
+        for path in self._on_disk().get(unit, []):
+            _delete(path)
         self._release(unit)
 
     # -- the packer (one background thread) ---------------------------------------------
@@ -270,7 +276,9 @@ class RollingPackStore(StoreBase):
 
     def _pack_epoch(self, epoch: int, work: _EpochWork) -> None:
         try:
-            log = offline_sample(self.loader, [epoch])
+            log = self._presampled.pop(epoch, None)
+            if log is None:
+                log = offline_sample(self.loader, [epoch])
             work.parts = split_parts(log, self.row_bytes, self.segment_bytes, self._cached,
                                      self.num_rows, max(1, self.disk_budget // 2),
                                      self._hot_rows)
@@ -370,15 +378,13 @@ class RollingPackStore(StoreBase):
             for paths in self._on_disk().values():
                 for path in paths:
                     name = path.name.lstrip(".").removesuffix(".packing").removesuffix(".lock")
-                    if not name.startswith(f"epoch-{epoch:06d}.") or name in planned:
-                        continue
-                    if path.is_dir():
-                        shutil.rmtree(path, ignore_errors=True)
-                    else:
-                        path.unlink(missing_ok=True)
+                    if name.startswith(f"epoch-{epoch:06d}.") and name not in planned:
+                        _delete(path)
         self._started = True
         for done in [e for e in self._work if e < epoch]:
             del self._work[done]
+        for unused in [e for e in list(self._presampled) if e < epoch]:  # a resumed run
+            self._presampled.pop(unused, None)
         work.done[start].wait()
         if work.error is not None:
             raise work.error

@@ -258,6 +258,7 @@ def open_training_features(dataset: Any, config: Any, loader: DataLoader, *,
             "--storage packed packs epochs as training goes and serves host rows; on the "
             f"device path pack all {config.epochs} epochs first (graphsys pack --epochs "
             f"{config.epochs}) and pass --pack DIR")
+    presampled = None
     if whole_run is not None:  # its hot rows stay cached: its epochs are served as packed
         cache = whole_run.host_cache
         segment = whole_run.index.segment_bytes
@@ -280,7 +281,8 @@ def open_training_features(dataset: Any, config: Any, loader: DataLoader, *,
             "(keeping 256 MiB spare), less than twice the features")
     store = RollingPackStore(loader, source, root, host_cache=cache, segment_bytes=segment,
                              disk_budget=disk, epochs=config.epochs, source_id=source_id,
-                             whole_run=whole_run, log=log)
+                             whole_run=whole_run, log=log,
+                             presampled={0: presampled} if presampled is not None else None)
     log(f"packed store: {store.describe()}; host cache "
         f"{format_size(cache.nbytes if cache is not None else 0)}, segments up to "
         f"{format_size(segment)}")
